@@ -1,0 +1,76 @@
+"""``ddim-bench-train``: train a diffusion UNet with Lightning, every knob composed by Hydra."""
+from __future__ import annotations
+
+import os
+
+import hydra
+import pytorch_lightning as pl
+from omegaconf import DictConfig
+from pytorch_lightning.callbacks import EMAWeightAveraging, LearningRateMonitor, ModelCheckpoint
+
+from ddim_bench import cli, config
+from ddim_bench.callbacks import SampleGrid
+from ddim_bench.module import DiffusionModule
+
+
+def build_callbacks(cfg: DictConfig, out: str) -> list[pl.Callback]:
+    cbs = [
+        ModelCheckpoint(dirpath=os.path.join(out, "checkpoints"), filename="step_{step:07d}",
+                        auto_insert_metric_name=False, every_n_train_steps=cfg.callbacks.checkpoint_every_n_steps,
+                        save_last=True, save_top_k=-1),
+        EMAWeightAveraging(decay=cfg.ema.decay),
+        SampleGrid(os.path.join(out, "samples"), **cfg.callbacks.sample_grid),
+        LearningRateMonitor(logging_interval="step"),
+    ]
+    if cfg.callbacks.fid.every_n_steps:
+        from ddim_bench.fid_callback import FIDCallback
+        cbs.append(FIDCallback(cfg, os.path.join(out, "checkpoints")))
+    return cbs
+
+
+def resume_path(cfg: DictConfig, out: str) -> str | None:
+    """An explicit ``ckpt_path``, else the run folder's newest checkpoint (SLURM requeue lands here)."""
+    if cfg.ckpt_path:
+        if not os.path.isfile(cfg.ckpt_path):
+            raise FileNotFoundError(f"ckpt_path={cfg.ckpt_path} does not exist; pass an existing checkpoint or null")
+        return cfg.ckpt_path
+    ckpts = os.path.join(out, "checkpoints")
+    has_any = os.path.isdir(ckpts) and any(f.endswith(".ckpt") for f in os.listdir(ckpts))
+    return "last" if has_any else None
+
+
+def train(cfg: DictConfig) -> DiffusionModule:
+    from ddim_bench import tracking
+    config.check_training(cfg)
+    pl.seed_everything(cfg.seed, workers=True)
+    out = cfg.paths.output_dir
+    dm = config.build_datamodule(cfg.data)
+    model_cfg = config.plain(cfg.model)
+    config.build_alphas(cfg.diffusion)
+    module = DiffusionModule(model_cfg, config.plain(cfg.diffusion), lr=cfg.optim.lr,
+                             warmup_steps=cfg.optim.warmup_steps)
+    loggers = tracking.lightning_logger(cfg.logger, config.plain(cfg), save_dir=out)
+    trainer = pl.Trainer(**config.plain(cfg.trainer), default_root_dir=out, logger=loggers,
+                         callbacks=build_callbacks(cfg, out))
+    trainer.fit(module, datamodule=dm, ckpt_path=resume_path(cfg, out))
+    if trainer.is_global_zero:
+        last = os.path.join(out, "checkpoints", "last.ckpt")
+        print(f"checkpoint: {last}", flush=True)
+        for lg in loggers:
+            if hasattr(lg, "experiment") and hasattr(lg.experiment, "summary"):
+                lg.experiment.summary["checkpoint"] = last
+    return module
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="train")
+@cli.user_errors
+def _main(cfg: DictConfig) -> None:
+    train(cfg)
+
+
+def main() -> None:
+    cli.run_hydra(_main)
+
+
+if __name__ == "__main__":
+    main()
