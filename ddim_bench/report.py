@@ -124,7 +124,7 @@ def make_report(results_dir: str, paper_setting: str = "auto") -> dict:
     return {"records": records, "paths": paths, "markdown": md}
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="report")
+@hydra.main(version_base="1.3", config_path=str(cli.CONF_DIR), config_name="report")
 @cli.user_errors
 def _main(cfg: DictConfig) -> None:
     from ddim_bench.tracking_runs import log_report

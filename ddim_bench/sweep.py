@@ -120,7 +120,7 @@ def run_sweep(cfg: DictConfig) -> list[dict]:
     cells = grid_cells(cfg)
     validate(cfg, cells)
     tracking.validate_mode(cfg.logger.wandb.mode)
-    metrics.check_extractor(cfg.metrics, cfg.paths.cache_dir)  # missing weights: stop before any sampling
+    metrics.check_extractor(cfg.metrics)  # missing weights: stop before any sampling
     dist = Dist(cfg.eval)
     loaded = checkpoint.load(cfg.checkpoint, cfg.weights)
     model = checkpoint.build_model(loaded, dist.device)
@@ -134,7 +134,7 @@ def run_sweep(cfg: DictConfig) -> list[dict]:
     ref_n = len(ref) if cfg.reference.n is None else min(int(cfg.reference.n), len(ref))
     ref_key = f"{dm.key(cfg.reference.split)}|n={ref_n}"
     results = store.ResultStore(cfg.paths.results_dir)
-    keys = [store.cell_key(cell_fields(cfg, c, loaded.info, scorer.name, ref_key)) for c in cells]
+    keys = [store.cell_key(cell_fields(cfg, c, loaded.info, scorer.extractor_id, ref_key)) for c in cells]
     pending = dist.broadcast([i for i, k in enumerate(keys) if not results.has(k)])
     if dist.rank == 0:
         print(f"sweep {cfg.sweep_name}: {len(cells)} cells, {len(cells) - len(pending)} already done, "
@@ -147,7 +147,7 @@ def run_sweep(cfg: DictConfig) -> list[dict]:
         out = evaluate_cell(cfg, dist, model, alphas, cell, scorer, shape)
         if dist.rank == 0:
             images = out.pop("_images")
-            record = {**cell_fields(cfg, cells[i], loaded.info, scorer.name, ref_key), **out, "key": keys[i],
+            record = {**cell_fields(cfg, cells[i], loaded.info, scorer.extractor_id, ref_key), **out, "key": keys[i],
                       "sweep": cfg.sweep_name, "checkpoint": loaded.info, "reference_split": cfg.reference.split,
                       "reference_n": ref_n, "created": time.strftime("%Y-%m-%dT%H:%M:%S")}
             results.put(keys[i], record, samples=images)
@@ -159,7 +159,7 @@ def run_sweep(cfg: DictConfig) -> list[dict]:
     return records
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="sweep")
+@hydra.main(version_base="1.3", config_path=str(cli.CONF_DIR), config_name="sweep")
 @cli.user_errors
 def _main(cfg: DictConfig) -> None:
     run_sweep(cfg)

@@ -17,6 +17,7 @@ import math
 import numbers
 import os
 import re
+import sys
 import tempfile
 from collections.abc import Mapping
 from typing import Any
@@ -48,13 +49,23 @@ def _plain(obj) -> Any:
 
 def _wandb_section(logger_cfg) -> dict:
     """The ``logger.wandb`` mapping; accepts the ``logger`` group, its ``wandb`` part, or None."""
-    cfg = _plain(logger_cfg)
-    if cfg is None:
+    if logger_cfg is None:
         return {"mode": "disabled"}
-    if not isinstance(cfg, Mapping):
-        raise UserError(f"logger={cfg!r} must be a mapping with a 'wandb' section (see conf/logger/wandb.yaml)")
-    section = cfg.get("wandb", cfg)
-    section = dict(section) if isinstance(section, Mapping) else {"mode": "disabled"}
+    if not isinstance(logger_cfg, Mapping):
+        raise UserError(f"logger={logger_cfg!r} must be a mapping with a 'wandb' section (see conf/logger/wandb.yaml)")
+    node = logger_cfg.get("wandb", logger_cfg)
+    if not isinstance(node, Mapping):
+        return {"mode": "disabled"}
+    section = {}
+    for key in node:
+        try:
+            section[key] = _plain(node[key])
+        except Exception:
+            # `dir` interpolates the Hydra run folder, unknown outside a Hydra app; the code
+            # passes its folder explicitly anyway.
+            if key != "dir":
+                raise
+            section[key] = None
     section.setdefault("mode", "offline")
     validate_mode(section["mode"])
     return section
@@ -86,13 +97,24 @@ def _scrub(obj, secrets: list[str]):
     return obj
 
 
+def _argv_has_secret() -> bool:
+    api_key = os.environ.get("WANDB_API_KEY", "")
+    for arg in sys.argv[1:]:
+        name = arg.split("=", 1)[0] if "=" in arg else arg
+        if (api_key and api_key in arg) or ("=" in arg and _is_secret_key(name)):
+            return True
+    return False
+
+
 def _settings(section: dict):
     import wandb
 
     # No system-metrics sampler, no pip freeze, no console capture: fast startup, nothing
     # network-bound, and no stray output (which could echo secrets) copied into the run.
+    # The run metadata records the command line; leave it out when an argument looks secret.
     return wandb.Settings(
         x_disable_stats=True,
+        x_disable_meta=_argv_has_secret(),
         x_save_requirements=False,
         console=section.get("console", "off") or "off",
         silent=bool(section.get("silent", False)),
@@ -121,8 +143,20 @@ def finish_active_run() -> None:
     """Finish the process's current W&B run (the Lightning logger leaves it open after ``fit``)."""
     import wandb
 
-    if wandb.run is not None:
+    run = wandb.run
+    if run is not None:
+        run_dir = run.settings.sync_dir
         wandb.finish()
+        _wait_written(run_dir)
+
+
+def _wait_written(run_dir: str | None) -> None:
+    # wandb 0.31's finish() returns before the .wandb file is flushed; wait so the run can be
+    # read back (or synced) as soon as this returns.
+    if run_dir:
+        from ddim_bench.wandb_records import wait_until_written
+
+        wait_until_written(run_dir, timeout=30.0)
 
 
 # --------------------------------------------------------------------------- Lightning
@@ -253,7 +287,6 @@ class Tracker:
         os.makedirs(self.dir, exist_ok=True)
         self._csv = _ScalarCSV(os.path.join(self.dir, SCALARS_CSV))
         self._summary: dict = {}
-        self._last_step: int | None = None
         self.run = None
         self.run_dir: str | None = None
         if self.section["mode"] != "disabled":
@@ -275,8 +308,9 @@ class Tracker:
     def log(self, data: dict, step: int | None = None) -> None:
         """Log ``data`` to W&B and its scalars to ``scalars.csv``.
 
-        W&B drops rows whose step goes backwards; such a row is logged at the next W&B step
-        with the requested value kept under the ``step`` key instead.
+        W&B drops rows whose step is below its current one; such a row is logged at the current
+        W&B step instead, with the requested value kept under the ``step`` key. For an x-axis other than
+        the step (``S``, seconds), log it as a key and use ``line_plot``.
         """
         data = dict(data)
         scalars = {k: s for k, s in ((k, _scalar(v)) for k, v in data.items()) if s is not None}
@@ -284,11 +318,14 @@ class Tracker:
             self._csv.append({"step": "" if step is None else step, **scalars})
         if self.run is None:
             return
-        if step is not None and self._last_step is not None and step < self._last_step:
+        self._wandb_log(data, step)
+
+    def _wandb_log(self, data: dict, step: int | None = None) -> None:
+        # W&B drops a row whose step is below its current step (which direct ``tracker.run.log``
+        # calls also advance), so ask the run for its step and log such a row at the current one.
+        if step is not None and step < self.run.step:
             data.setdefault("step", step)
             step = None
-        if step is not None:
-            self._last_step = step
         self.run.log(data, step=step)
 
     def summary(self, data: dict) -> None:
@@ -306,7 +343,7 @@ class Tracker:
 
         if isinstance(path_or_array, os.PathLike):
             path_or_array = os.fspath(path_or_array)
-        self.run.log({key: wandb.Image(path_or_array, caption=caption)})
+        self._wandb_log({key: wandb.Image(path_or_array, caption=caption)})
 
     def table(self, key: str, columns: list[str], rows: list[list]) -> None:
         columns = [str(c) for c in columns]
@@ -320,7 +357,7 @@ class Tracker:
             return
         import wandb
 
-        self.run.log({key: wandb.Table(columns=columns, data=rows)})
+        self._wandb_log({key: wandb.Table(columns=columns, data=rows)})
 
     def line_plot(self, key, table_rows, x: str, y: str, series: str, title) -> None:
         """A W&B line chart of ``y`` against ``x`` (e.g. ``S`` or seconds), one line per ``series`` value.
@@ -348,13 +385,14 @@ class Tracker:
             title=str(title),
             xname=x,
         )
-        self.run.log({key: chart})
+        self._wandb_log({key: chart})
 
     def finish(self, exit_code: int = 0) -> None:
         """End the W&B run (each Hydra multirun job must get its own run). Safe to call twice."""
         if self.run is not None:
             self.run.finish(exit_code=exit_code)
             self.run = None
+            _wait_written(self.run_dir)
 
 
 def _jsonable(v):

@@ -62,7 +62,7 @@ def train(cfg: DictConfig) -> DiffusionModule:
     return module
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="train")
+@hydra.main(version_base="1.3", config_path=str(cli.CONF_DIR), config_name="train")
 @cli.user_errors
 def _main(cfg: DictConfig) -> None:
     train(cfg)

@@ -16,6 +16,7 @@ import glob
 import json
 import os
 import struct
+import time
 import zlib
 from typing import Any
 
@@ -253,6 +254,32 @@ def read_run(run_dir_or_wandb_file) -> dict:
         if t is not None:
             out["tables"][key] = t
     return out
+
+
+def wait_until_written(run_dir_or_wandb_file, timeout: float = 30.0, poll: float = 0.02) -> bool:
+    """Wait until a finished run's ``.wandb`` file holds its exit record; False on timeout.
+
+    wandb 0.31 returns from ``run.finish()`` before its service has flushed and closed the
+    file (it can still be just the 7-byte header), so read a run back only after this.
+    """
+    deadline = time.monotonic() + timeout
+    last_size = -1
+    while True:
+        try:
+            path = _wandb_file(run_dir_or_wandb_file)
+            size = os.path.getsize(path)
+        except (FileNotFoundError, OSError):
+            path, size = None, -1
+        if path is not None and size > CHUNK_HEADER and size == last_size:
+            try:
+                if any(r.WhichOneof("record_type") == "exit" for r in iter_records(path)):
+                    return True
+            except WandbFormatError:
+                pass  # caught mid-write; look again
+        last_size = size
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(poll)
 
 
 def find_runs(root) -> list[str]:

@@ -15,6 +15,7 @@
 # SLURM_LOCAL_TIMEOUT (seconds to wait for the node to be idle, default 60).
 set -euo pipefail
 
+export PATH="$PATH:/usr/local/sbin:/usr/sbin:/sbin"
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 STATE="${1:-${TMPDIR:-/tmp}/ddim-bench-slurm}"
 mkdir -p "$STATE"
@@ -100,7 +101,8 @@ SlurmUser=root
 SlurmdUser=root
 AuthType=auth/munge
 CredType=cred/munge
-AuthInfo=socket=$MUNGE_SOCKET
+# cred_expire also sets how long a requeued job waits before it may start again (default 120 s).
+AuthInfo=socket=$MUNGE_SOCKET,cred_expire=10
 
 StateSaveLocation=$STATE/ctld
 SlurmdSpoolDir=$STATE/spool/%n
@@ -123,7 +125,8 @@ SwitchType=switch/none
 SlurmdParameters=config_overrides
 
 SchedulerType=sched/backfill
-SchedulerParameters=bf_interval=1
+# Run the main scheduler every 2 s: requeued jobs (BeginTime) start soon after they may.
+SchedulerParameters=bf_interval=1,sched_interval=2
 SelectType=select/cons_tres
 SelectTypeParameters=CR_CPU
 

@@ -7,6 +7,7 @@
 # plus job processes (slurmstepd) left behind by that slurmd. The state dir itself is kept.
 set -uo pipefail
 
+export PATH="$PATH:/usr/local/sbin:/usr/sbin:/sbin"
 STATE="${1:-${TMPDIR:-/tmp}/ddim-bench-slurm}"
 [ -d "$STATE" ] || exit 0
 STATE="$(cd "$STATE" && pwd)"
