@@ -13,7 +13,7 @@ from ddim_bench.callbacks import SampleGrid
 from ddim_bench.module import DiffusionModule
 
 
-def build_callbacks(cfg: DictConfig, out: str) -> list[pl.Callback]:
+def build_callbacks(cfg: DictConfig, out: str, dm) -> list[pl.Callback]:
     cbs = [
         ModelCheckpoint(dirpath=os.path.join(out, "checkpoints"), filename="step_{step:07d}",
                         auto_insert_metric_name=False, every_n_train_steps=cfg.callbacks.checkpoint_every_n_steps,
@@ -22,9 +22,14 @@ def build_callbacks(cfg: DictConfig, out: str) -> list[pl.Callback]:
         SampleGrid(os.path.join(out, "samples"), **cfg.callbacks.sample_grid),
         LearningRateMonitor(logging_interval="step"),
     ]
-    if cfg.callbacks.fid.every_n_steps:
+    fid = cfg.callbacks.fid
+    if fid.every_n_steps:
         from ddim_bench.fid_callback import FIDCallback
-        cbs.append(FIDCallback(cfg, os.path.join(out, "checkpoints")))
+        cbs.append(FIDCallback(cfg.metrics, cfg.paths.cache_dir, dm, fid.every_n_steps, fid.n_samples, fid.steps,
+                               seed=cfg.seed, batch_size=cfg.sampler.batch_size))
+        cbs.append(ModelCheckpoint(dirpath=os.path.join(out, "checkpoints"), filename="best-fid", monitor="val/fid",
+                                   mode="min", save_top_k=1, every_n_train_steps=fid.every_n_steps,
+                                   auto_insert_metric_name=False))
     return cbs
 
 
@@ -51,14 +56,15 @@ def train(cfg: DictConfig) -> DiffusionModule:
                              warmup_steps=cfg.optim.warmup_steps)
     loggers = tracking.lightning_logger(cfg.logger, config.plain(cfg), save_dir=out)
     trainer = pl.Trainer(**config.plain(cfg.trainer), default_root_dir=out, logger=loggers,
-                         callbacks=build_callbacks(cfg, out))
+                         callbacks=build_callbacks(cfg, out, dm))
     trainer.fit(module, datamodule=dm, ckpt_path=resume_path(cfg, out))
     if trainer.is_global_zero:
         last = os.path.join(out, "checkpoints", "last.ckpt")
-        print(f"checkpoint: {last}", flush=True)
         for lg in loggers:
-            if hasattr(lg, "experiment") and hasattr(lg.experiment, "summary"):
+            if type(lg).__name__ == "WandbLogger":
                 lg.experiment.summary["checkpoint"] = last
+        tracking.finish_active_run()
+        print(f"checkpoint: {last}", flush=True)
     return module
 
 

@@ -14,7 +14,7 @@ from slurm_cluster import slurm_cluster  # noqa: E402,F401  (session fixture: a 
 TRAIN_STEPS = 400
 
 
-def cli(name: str, *overrides: str, env: dict | None = None, timeout: int = 600, check: bool = True):
+def cli(name: str, *overrides: str, env: dict | None = None, timeout: int = 900, check: bool = True):
     """Run one of the project's console scripts; returns the CompletedProcess."""
     proc = subprocess.run([str(BIN / name), *overrides], capture_output=True, text=True, timeout=timeout,
                           env={**os.environ, **(env or {})}, cwd=ROOT)
@@ -36,6 +36,7 @@ def trained(tmp_path_factory, cache_dir):
     out = tmp_path_factory.mktemp("train")
     cli("ddim-bench-train", f"hydra.run.dir={out}", f"trainer.max_steps={TRAIN_STEPS}",
         "trainer.enable_progress_bar=false", "callbacks.checkpoint_every_n_steps=200",
-        "callbacks.sample_grid.every_n_steps=200", "callbacks.sample_grid.steps=10", "logger.wandb.mode=offline")
+        "callbacks.sample_grid.every_n_steps=200", "callbacks.sample_grid.steps=10", "logger.wandb.mode=offline",
+        "callbacks.fid.every_n_steps=200", "callbacks.fid.n_samples=64", "callbacks.fid.steps=10")
     assert (out / "checkpoints" / "last.ckpt").is_file()
     return out

@@ -9,7 +9,8 @@
 # On success the last line on stdout is `export SLURM_CONF=<STATE_DIR>/slurm.conf`, and the
 # same line is written to <STATE_DIR>/env.sh. Clients need only SLURM_CONF.
 #
-# Tunables (environment): SLURM_LOCAL_CPUS (node CPUs, default nproc),
+# Tunables (environment): SLURM_LOCAL_CPUS (node CPUs; default nproc, at least 2; more than
+# the cores is accepted and oversubscribes them),
 # SLURM_LOCAL_MEM_MB (node RealMemory, default half the RAM, at most 16384),
 # SLURM_LOCAL_PORT (first of the two ports used, default 6817; the next free pair is taken),
 # SLURM_LOCAL_TIMEOUT (seconds to wait for the node to be idle, default 60).
@@ -38,7 +39,13 @@ if ! getent hosts "$HOST" >/dev/null 2>&1; then
     echo "127.0.0.1 $HOST" >>/etc/hosts
 fi
 
-CPUS="${SLURM_LOCAL_CPUS:-$(nproc)}"
+# Node CPUs: nproc, but at least 2 so that 2-task (DDP) jobs and 2-element arrays can run.
+if [ -n "${SLURM_LOCAL_CPUS:-}" ]; then
+    CPUS="$SLURM_LOCAL_CPUS"
+else
+    CPUS="$(nproc)"
+    [ "$CPUS" -lt 2 ] && CPUS=2
+fi
 if [ -n "${SLURM_LOCAL_MEM_MB:-}" ]; then
     MEM_MB="$SLURM_LOCAL_MEM_MB"
 else
@@ -120,6 +127,7 @@ JobAcctGatherType=jobacct_gather/none
 AccountingStorageType=accounting_storage/none
 JobCompType=jobcomp/none
 MpiDefault=none
+MailProg=/bin/true
 SwitchType=switch/none
 # Trust slurm.conf for the node shape (no drain over socket/core layout differences).
 SlurmdParameters=config_overrides
@@ -130,6 +138,8 @@ SchedulerParameters=bf_interval=1,sched_interval=2
 SelectType=select/cons_tres
 SelectTypeParameters=CR_CPU
 
+# Reject at submission what this node can never run (instead of pending forever).
+EnforcePartLimits=ALL
 ReturnToService=2
 JobRequeue=1
 MinJobAge=30
