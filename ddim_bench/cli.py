@@ -1,4 +1,6 @@
-"""Entry-point plumbing shared by the Hydra apps: one-line errors instead of tracebacks."""
+"""Entry-point plumbing shared by the Hydra apps: one-line errors instead of tracebacks, and the
+rank-aware OmegaConf resolvers that conf/hydra/default.yaml uses (registered on import, i.e. before
+Hydra composes a config)."""
 from __future__ import annotations
 
 import functools
@@ -7,6 +9,52 @@ import sys
 from pathlib import Path
 
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+
+# Where launchers put a process's rank: torchrun / Lightning's DDP children (RANK, LOCAL_RANK), srun
+# (SLURM_PROCID, also in a plain sbatch script, where it is 0).
+RANK_VARIABLES = ("RANK", "SLURM_PROCID", "LOCAL_RANK")
+
+
+def launcher_rank() -> int:
+    """This process's rank as its launcher set it: the first non-zero of RANK / SLURM_PROCID /
+    LOCAL_RANK, else 0 (also when none is set: a plain single-process run is rank 0)."""
+    for var in RANK_VARIABLES:
+        value = os.environ.get(var, "").strip()
+        if value.isdigit() and int(value) > 0:
+            return int(value)
+    return 0
+
+
+def slurm_run_id() -> str | None:
+    """A name for this process's run that every rank of one SLURM job step shares and that a requeued
+    job gets again: ``slurm-<job>`` (``<array job>_<task>`` in an array), plus ``-<step>`` under srun.
+    None outside SLURM."""
+    job = os.environ.get("SLURM_JOB_ID")
+    if not job:
+        return None
+    array_job, array_task = os.environ.get("SLURM_ARRAY_JOB_ID"), os.environ.get("SLURM_ARRAY_TASK_ID")
+    if array_job and array_task:
+        job = f"{array_job}_{array_task}"
+    step = os.environ.get("SLURM_STEP_ID")
+    return f"slurm-{job}" + (f"-{step}" if step and step.isdigit() else "")
+
+
+def _register_resolvers() -> None:
+    from omegaconf import OmegaConf
+    resolvers = {
+        # ${ddim_rank0:X}: X on rank 0, null on the other ranks (hydra.output_subdir: one .hydra/).
+        "ddim_rank0": lambda value, other=None: value if launcher_rank() == 0 else other,
+        # ${ddim_rank0_log:PATH}: PATH on rank 0, the null device elsewhere (one job log file).
+        "ddim_rank0_log": lambda path: path if launcher_rank() == 0 else os.devnull,
+        # ${ddim_slurm_run:DEFAULT}: slurm_run_id() under SLURM, DEFAULT elsewhere (hydra.run.dir).
+        "ddim_slurm_run": lambda default: slurm_run_id() or default,
+    }
+    for name, fn in resolvers.items():
+        if not OmegaConf.has_resolver(name):
+            OmegaConf.register_new_resolver(name, fn)
+
+
+_register_resolvers()
 
 
 def fail(message: str, code: int = 2):

@@ -50,6 +50,9 @@ class FIDCallback(pl.Callback):
         model.train(was_training)
         value = float(self.fid.compute())  # torchmetrics gathers the states of all ranks
         self.fid.reset()                   # generated side only: reset_real_features=False
-        pl_module.log("val/fid", value, rank_zero_only=True)
+        pl_module.log("val/fid", value, logger=False)  # for ModelCheckpoint(monitor="val/fid")
+        if trainer.is_global_zero:  # straight to the loggers: not lost between log_every_n_steps
+            for lg in trainer.loggers:
+                lg.log_metrics({"val/fid": value}, step=step)
         self.history.append((step, value))
         return value

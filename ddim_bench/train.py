@@ -7,6 +7,7 @@ import hydra
 import pytorch_lightning as pl
 from omegaconf import DictConfig
 from pytorch_lightning.callbacks import EMAWeightAveraging, LearningRateMonitor, ModelCheckpoint
+from pytorch_lightning.loggers import WandbLogger
 
 from ddim_bench import cli, config
 from ddim_bench.callbacks import SampleGrid
@@ -61,7 +62,7 @@ def train(cfg: DictConfig) -> DiffusionModule:
     if trainer.is_global_zero:
         last = os.path.join(out, "checkpoints", "last.ckpt")
         for lg in loggers:
-            if type(lg).__name__ == "WandbLogger":
+            if isinstance(lg, WandbLogger):
                 lg.experiment.summary["checkpoint"] = last
         tracking.finish_active_run()
         print(f"checkpoint: {last}", flush=True)

@@ -38,7 +38,7 @@ def test_checkpoint_holds_raw_and_ema_weights_and_loads_safely(trained):
 def test_fid_during_training_is_logged_and_keeps_the_best_checkpoint(trained):
     with open(trained / "csv" / "metrics.csv") as f:
         fids = [(int(r["step"]), float(r["val/fid"])) for r in csv.DictReader(f) if r.get("val/fid")]
-    assert [s for s, _ in fids] == [199, 399] or len(fids) == 2, fids
+    assert [s for s, _ in fids] == [200, 400], fids
     assert all(v > 0 for _, v in fids)
     best = torch.load(trained / "checkpoints" / "best-fid.ckpt", map_location="cpu", weights_only=True)
     cb = [v for k, v in best["callbacks"].items() if "best-fid" in str(v.get("dirpath", "")) or "val/fid" in k][0]
