@@ -6,6 +6,11 @@ from pathlib import Path
 
 import pytest
 
+# One thread per process: the suite starts several torch processes (DDP, SLURM tasks) on small machines,
+# where oversubscribed OpenMP threads cost far more than they give on these tiny models.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("MKL_NUM_THREADS", "1")
+
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 sys.path.insert(0, str(Path(__file__).parent))

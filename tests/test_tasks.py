@@ -1,6 +1,5 @@
 """``ddim-bench-tasks`` on the session's digits model: reconstruction (Table 2), interpolation, report."""
 import csv
-import json
 import shutil
 
 import numpy as np

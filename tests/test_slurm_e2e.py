@@ -1,0 +1,237 @@
+"""End to end on the local SLURM cluster (slurm/local/start.sh, fixture ``slurm_cluster``).
+
+* DDP training with two srun tasks (gloo on CPU): one run folder, one checkpoint, one set of logs,
+  and both ranks took part.
+* A 2x2 sampler sweep through hydra-submitit-launcher (``hydra/launcher=slurm_cpu``) runs as one
+  job array; the report over its results has the four cells.
+* A training job requeued mid-run (``scontrol requeue``) resumes from its step checkpoint and stops
+  at the configured step count.
+
+Plus a quick check (no SLURM needed) of the rank-aware Hydra settings in conf/hydra/default.yaml.
+"""
+from __future__ import annotations
+
+import csv
+import os
+import re
+import shlex
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+import torch
+from slurm_cluster import job_state, slurm_cluster, wait_for  # noqa: F401
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+
+# Keep the jobs small: no sample grids, no progress bar, CSV logs only.
+QUIET = ("trainer.enable_progress_bar=false", "callbacks.sample_grid.every_n_steps=0", "logger=csv",
+         "trainer.log_every_n_steps=5")
+JOB_TIME_MIN = 10  # SLURM time limit of every job here: nothing outlives a hung test for long
+
+DDP_STEPS = 20
+REQUEUE_STEPS = 40
+REQUEUE_EVERY = 10
+
+DDP_TIMEOUT_S = 300
+SWEEP_TIMEOUT_S = 420
+REPORT_TIMEOUT_S = 180
+FIRST_CKPT_TIMEOUT_S = 240
+REQUEUE_TIMEOUT_S = 420
+
+RUNNING_STATES = {"PENDING", "CONFIGURING", "RUNNING", "COMPLETING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED",
+                  "SUSPENDED", "RESIZING", "STAGE_OUT"}
+
+
+# --------------------------------------------------------------------------------------------- helpers
+@pytest.fixture(scope="module")
+def job_names(slurm_cluster):
+    """Unique job names for this module; whatever still runs under them at the end is cancelled."""
+    names: list[str] = []
+    tag = uuid.uuid4().hex[:8]
+
+    def new(kind: str) -> str:
+        names.append(f"e2e-{kind}-{tag}")
+        return names[-1]
+
+    yield new
+    for name in names:
+        subprocess.run(["scancel", "--full", f"--name={name}"], env=slurm_cluster["env"], capture_output=True,
+                       timeout=30, check=False)
+
+
+def client_env(cluster: dict, cache: Path, root: Path) -> dict[str, str]:
+    """The cluster's client environment (sbatch passes it on to the jobs), with this test's folders."""
+    return {**cluster["env"], "DDIM_BENCH_CACHE": str(cache), "DDIM_BENCH_ROOT": str(root), "PYTHONUNBUFFERED": "1"}
+
+
+def run(cmd: list[str], env: dict, timeout: float) -> subprocess.CompletedProcess:
+    try:
+        proc = subprocess.run([str(c) for c in cmd], env=env, cwd=ROOT, capture_output=True, text=True,
+                              timeout=timeout)
+    except subprocess.TimeoutExpired as err:
+        out = (err.stdout or b"")[-3000:], (err.stderr or b"")[-3000:]
+        pytest.fail(f"{Path(str(cmd[0])).name} did not finish within {timeout}s:\n{out[0]!r}\n{out[1]!r}")
+    assert proc.returncode == 0, (f"{Path(str(cmd[0])).name} failed ({proc.returncode}):\n"
+                                  f"{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+    return proc
+
+
+def sbatch(env: dict, name: str, output: Path, command: str, *options: str, timeout: float = 60) -> str:
+    """Submit ``command`` as a batch job from the repository root; returns the job id (``--wait``: when done)."""
+    proc = run(["sbatch", "--parsable", f"--job-name={name}", f"--output={output}", f"--chdir={ROOT}",
+                f"--time={JOB_TIME_MIN}", *options, "--wrap", command], env, timeout)
+    return proc.stdout.strip().split(";")[0]
+
+
+def app(name: str, *overrides: str) -> str:
+    return " ".join(shlex.quote(str(a)) for a in (BIN / name, *overrides))
+
+
+def global_step(ckpt: Path) -> int:
+    return int(torch.load(ckpt, map_location="cpu", weights_only=True)["global_step"])
+
+
+def logged_steps(run_dir: Path) -> list[int]:
+    with open(run_dir / "csv" / "metrics.csv") as f:
+        return [int(r["step"]) for r in csv.DictReader(f) if r.get("train/loss")]
+
+
+def tree(root: Path) -> str:
+    return "\n".join(sorted(str(p.relative_to(root)) for p in root.rglob("*")))
+
+
+# --------------------------------------------------------------------------------- no SLURM needed
+def test_hydra_outputs_are_rank_aware_and_the_run_dir_is_stable_under_slurm(monkeypatch):
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    from ddim_bench import cli
+
+    def hydra_cfg(**env):
+        for var in [v for v in os.environ if v.startswith("SLURM_")] + ["RANK", "LOCAL_RANK"]:
+            monkeypatch.delenv(var, raising=False)
+        for key, value in env.items():
+            monkeypatch.setenv(key, value)
+        with initialize_config_dir(config_dir=str(cli.CONF_DIR), version_base="1.3"):
+            cfg = compose("train", overrides=["paths.root_dir=/r"], return_hydra_config=True)
+        log = OmegaConf.create({"f": "${ddim_rank0_log:/r/x/train.log}"}).f
+        return OmegaConf.select(cfg, "hydra.run.dir"), OmegaConf.select(cfg, "hydra.output_subdir"), log
+
+    run_dir, subdir, log = hydra_cfg()
+    assert re.fullmatch(r"/r/outputs/train/\d{4}-\d\d-\d\d_\d\d-\d\d-\d\d", run_dir) and subdir == ".hydra"
+    assert log == "/r/x/train.log"
+    assert hydra_cfg(SLURM_JOB_ID="42", SLURM_PROCID="0") == ("/r/outputs/train/slurm-42", ".hydra", "/r/x/train.log")
+    assert hydra_cfg(SLURM_JOB_ID="42", SLURM_STEP_ID="0", SLURM_PROCID="1") == (
+        "/r/outputs/train/slurm-42-0", None, os.devnull)
+    assert hydra_cfg(SLURM_JOB_ID="43", SLURM_ARRAY_JOB_ID="40", SLURM_ARRAY_TASK_ID="3")[0] == (
+        "/r/outputs/train/slurm-40_3")
+    assert hydra_cfg(LOCAL_RANK="1")[1:] == (None, os.devnull)  # a Lightning DDP child
+    assert hydra_cfg(RANK="0", LOCAL_RANK="0")[1:] == (".hydra", "/r/x/train.log")
+
+
+# ------------------------------------------------------------------------------------- on SLURM
+@pytest.fixture(scope="module")
+def ddp_run(slurm_cluster, job_names, tmp_path_factory):
+    """``srun`` two tasks of ddim-bench-train (DDP, gloo on CPU), with the default (SLURM) run folder."""
+    base = tmp_path_factory.mktemp("slurm_ddp")
+    root, cache = base / "root", base / "cache"
+    env = client_env(slurm_cluster, cache, root)
+    output = base / "slurm.out"
+    command = "srun --label --kill-on-bad-exit=1 " + app(
+        "ddim-bench-train", "trainer.accelerator=cpu", "trainer.devices=2", "trainer.strategy=ddp",
+        f"trainer.max_steps={DDP_STEPS}", *QUIET)
+    job = sbatch(env, job_names("ddp"), output, command, "--wait", "--nodes=1", "--ntasks-per-node=2",
+                 "--cpus-per-task=1", timeout=DDP_TIMEOUT_S)
+    return {"job": job, "root": root, "cache": cache, "log": output.read_text(errors="replace")}
+
+
+@pytest.mark.slurm
+def test_ddp_training_under_srun_writes_one_run(ddp_run):
+    root, job, log = ddp_run["root"], ddp_run["job"], ddp_run["log"]
+    # Both tasks resolved the same run folder: outputs/train/slurm-<job>-<step>.
+    runs = sorted(p.name for p in (root / "outputs" / "train").iterdir())
+    assert runs == [f"slurm-{job}-0"], tree(root)
+    run_dir = root / "outputs" / "train" / runs[0]
+    assert sorted(root.rglob(".hydra")) == [run_dir / ".hydra"], tree(root)
+    assert sorted(root.rglob("metrics.csv")) == [run_dir / "csv" / "metrics.csv"], tree(root)
+    assert sorted(root.rglob("*.log")) == [run_dir / "train.log"], tree(root)
+    assert sorted(p.name for p in root.rglob("*.ckpt")) == ["last.ckpt"], tree(root)
+    assert global_step(run_dir / "checkpoints" / "last.ckpt") == DDP_STEPS
+    assert max(logged_steps(run_dir)) == DDP_STEPS - 1
+    # Each srun task (label "<task>: ") joined one process group of two; Lightning launched nothing itself.
+    for rank in (0, 1):
+        assert re.search(rf"^{rank}: .*GLOBAL_RANK: {rank}, MEMBER: {rank + 1}/2", log, re.M), log[-3000:]
+    assert f"checkpoint: {run_dir / 'checkpoints' / 'last.ckpt'}" in log
+    assert "train_ddp_process" not in tree(root)
+
+
+@pytest.mark.slurm
+def test_sweep_runs_as_a_job_array_and_reports_four_cells(slurm_cluster, job_names, ddp_run, tmp_path):
+    env = client_env(slurm_cluster, ddp_run["cache"], tmp_path / "root")
+    results, sweep = tmp_path / "results", tmp_path / "sweep"
+    ckpt = next((ddp_run["root"] / "outputs" / "train").glob("slurm-*/checkpoints/last.ckpt"))
+    run([BIN / "ddim-bench-sweep", "-m", "hydra/launcher=slurm_cpu", "sampler.steps=3,5", "sampler.eta=0.0,1.0",
+         f"checkpoint={ckpt}", "n_samples=24", f"paths.results_dir={results}", f"hydra.sweep.dir={sweep}",
+         "logger.wandb.mode=disabled", f"hydra.launcher.name={job_names('sweep')}",
+         f"hydra.launcher.timeout_min={JOB_TIME_MIN}"], env, SWEEP_TIMEOUT_S)
+
+    # One array of four: submitit keeps one folder per element, named <array job>_<index> (%A_%a).
+    submitit = sweep / ".submitit"
+    elements = sorted(p.name for p in submitit.iterdir() if re.fullmatch(r"\d+_\d+", p.name))
+    assert len({e.split("_")[0] for e in elements}) == 1, elements
+    assert sorted(int(e.split("_")[1]) for e in elements) == [0, 1, 2, 3], elements
+    for element in elements:
+        logs = "".join(p.read_text(errors="replace") for p in (submitit / element).glob("*_log.*"))
+        assert f"job_id={element}," in logs, logs[-2000:]
+    script = next(submitit.glob("*/*_submission.sh")).read_text()
+    assert re.search(r"^#SBATCH --array=0-3\b", script, re.M), script
+    assert sorted(p.parent.name for p in sweep.glob("*/.hydra")) == ["0", "1", "2", "3"]
+
+    run([BIN / "ddim-bench-report", f"results_dir={results}", "logger.wandb.mode=disabled"], env,
+        REPORT_TIMEOUT_S)
+    with open(results / "report" / "results.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert sorted((int(r["steps"]), float(r["eta"])) for r in rows) == [(3, 0.0), (3, 1.0), (5, 0.0), (5, 1.0)]
+    assert all(int(r["n_samples"]) == 24 and float(r["fid"]) >= 0 for r in rows)
+
+
+@pytest.mark.slurm
+def test_requeued_training_resumes_from_its_checkpoint(slurm_cluster, job_names, tmp_path):
+    env = client_env(slurm_cluster, tmp_path / "cache", tmp_path / "root")
+    run_dir, output = tmp_path / "run", tmp_path / "slurm.out"
+    # The run folder is given as train_multinode.sbatch does; a requeued job runs this script again.
+    command = "echo start restart_count=${SLURM_RESTART_COUNT:-0}; srun --kill-on-bad-exit=1 " + app(
+        "ddim-bench-train", f"trainer.max_steps={REQUEUE_STEPS}",
+        f"callbacks.checkpoint_every_n_steps={REQUEUE_EVERY}", f"hydra.run.dir={run_dir}", *QUIET)
+    job = sbatch(env, job_names("requeue"), output, command, "--requeue", "--open-mode=append", "--nodes=1",
+                 "--ntasks-per-node=1", "--cpus-per-task=1")
+
+    wait_for(lambda: any((run_dir / "checkpoints").glob("step_*.ckpt")), FIRST_CKPT_TIMEOUT_S, interval=0.2,
+             what="the first step checkpoint")
+    # No USR1 here: the running step is killed (SIGTERM, then SIGKILL), so the rerun has only the files.
+    run(["scontrol", "requeue", job], slurm_cluster["env"], 30)
+    saved_before = sorted(p.name for p in (run_dir / "checkpoints").glob("step_*.ckpt"))
+
+    def finished():
+        state = job_state(slurm_cluster, job)
+        return (state or "GONE") if state not in RUNNING_STATES else None
+
+    state = wait_for(finished, REQUEUE_TIMEOUT_S, interval=1, what="the requeued job to finish")
+    log = output.read_text(errors="replace")
+    assert state in {"COMPLETED", "GONE"}, f"job ended {state}:\n{log[-3000:]}"
+    first, _, rerun = log.partition("start restart_count=1")
+    assert first.startswith("start restart_count=0") and rerun, log[-3000:]
+    assert "stopped: `max_steps" not in first, "the job finished before it was requeued: make the run longer"
+    assert f"Restored all states from the checkpoint at {run_dir / 'checkpoints' / 'last.ckpt'}" in rerun, rerun
+    assert f"checkpoint: {run_dir / 'checkpoints' / 'last.ckpt'}" in rerun
+
+    assert global_step(run_dir / "checkpoints" / "last.ckpt") == REQUEUE_STEPS
+    steps = sorted(p.name for p in (run_dir / "checkpoints").glob("step_*.ckpt"))
+    assert steps == [f"step_{s:07d}.ckpt" for s in range(REQUEUE_EVERY, REQUEUE_STEPS + 1, REQUEUE_EVERY)]
+    assert len(saved_before) < len(steps), saved_before
+    assert max(logged_steps(run_dir)) == REQUEUE_STEPS - 1
+    assert sorted(p.name for p in run_dir.rglob(".hydra")) == [".hydra"]
