@@ -26,17 +26,21 @@ def launcher_rank() -> int:
 
 
 def slurm_run_id() -> str | None:
-    """A name for this process's run that every rank of one SLURM job step shares and that a requeued
-    job gets again: ``slurm-<job>`` (``<array job>_<task>`` in an array), plus ``-<step>`` under srun.
-    None outside SLURM."""
+    """A run name that every rank of one SLURM job step shares and that a requeued job gets again:
+    ``slurm-<job>`` (``<array job>_<task>`` in an array), plus ``-<step>`` under srun.
+
+    Only in batch jobs (sbatch, submitit) and non-interactive srun steps; None elsewhere, also in an
+    interactive allocation (salloc, ``srun --pty``), where one would otherwise reuse (and resume) the
+    previous run's folder."""
     job = os.environ.get("SLURM_JOB_ID")
-    if not job:
+    step = os.environ.get("SLURM_STEP_ID", "")
+    batch = os.environ.get("ENVIRONMENT") == "BATCH"  # set by sbatch in the job, inherited by its steps
+    if not job or not (batch or (step.isdigit() and not os.environ.get("SLURM_PTY_PORT"))):
         return None
     array_job, array_task = os.environ.get("SLURM_ARRAY_JOB_ID"), os.environ.get("SLURM_ARRAY_TASK_ID")
     if array_job and array_task:
         job = f"{array_job}_{array_task}"
-    step = os.environ.get("SLURM_STEP_ID")
-    return f"slurm-{job}" + (f"-{step}" if step and step.isdigit() else "")
+    return f"slurm-{job}" + (f"-{step}" if step.isdigit() else "")
 
 
 def _register_resolvers() -> None:

@@ -25,7 +25,8 @@ class FIDCallback(pl.Callback):
         if stage != "fit" or self.fid is not None:
             return
         scorer = Scorer(self.metrics_cfg, self.cache_dir, device=pl_module.device)
-        ref = scorer.reference(self.dm.reference("train"), f"{self.dm.key('train')}|n=all")
+        data = self.dm.reference("train")
+        ref = scorer.reference(data, f"{self.dm.key('train')}|n={len(data)}")  # the sweep's key: shared cache
         # real statistics live on rank 0 only, so the cross-rank sum counts them once
         self.fid = torchmetrics_fid(scorer, ref if trainer.global_rank == 0 else None).to(pl_module.device)
         if trainer.global_rank != 0:

@@ -191,7 +191,9 @@ def lightning_logger(logger_cfg, run_config: dict, save_dir: str, name: str | No
         # log_model needs an upload, so it only makes sense online.
         log_model = bool(section.get("log_model", False)) and section["mode"] == "online"
         loggers.append(_ScrubbingWandbLogger(name=name, save_dir=str(save_dir), log_model=log_model, **kwargs))
-    loggers.append(CSVLogger(save_dir=str(save_dir), name="csv", version=""))
+    # A requeued SLURM job starts again in the same folder: keep each start's CSV instead of overwriting it.
+    restart = int(os.environ.get("SLURM_RESTART_COUNT", "0") or 0)
+    loggers.append(CSVLogger(save_dir=str(save_dir), name="csv", version="" if restart == 0 else f"restart-{restart}"))
     return loggers
 
 

@@ -1,6 +1,7 @@
 """``ddim-bench-train``: train a diffusion UNet with Lightning, every knob composed by Hydra."""
 from __future__ import annotations
 
+import glob
 import os
 
 import hydra
@@ -41,6 +42,11 @@ def resume_path(cfg: DictConfig, out: str) -> str | None:
             raise FileNotFoundError(f"ckpt_path={cfg.ckpt_path} does not exist; pass an existing checkpoint or null")
         return cfg.ckpt_path
     ckpts = os.path.join(out, "checkpoints")
+    # Lightning's SLURM requeue saves hpc_ckpt_N.ckpt in the run folder; "last" only looks at last*.ckpt
+    hpc = sorted(glob.glob(os.path.join(out, "hpc_ckpt_*.ckpt")), key=os.path.getmtime)
+    last = os.path.join(ckpts, "last.ckpt")
+    if hpc and (not os.path.isfile(last) or os.path.getmtime(hpc[-1]) >= os.path.getmtime(last)):
+        return hpc[-1]
     has_any = os.path.isdir(ckpts) and any(f.endswith(".ckpt") for f in os.listdir(ckpts))
     return "last" if has_any else None
 
@@ -48,11 +54,16 @@ def resume_path(cfg: DictConfig, out: str) -> str | None:
 def train(cfg: DictConfig) -> DiffusionModule:
     from ddim_bench import tracking
     config.check_training(cfg)
+    tracking.validate_mode(cfg.logger.wandb.mode)
+    config.build_alphas(cfg.diffusion)
+    dm = config.build_datamodule(cfg.data)
+    dm.dataset("train")  # a missing dataset root stops here, before anything is written
+    if cfg.callbacks.fid.every_n_steps:
+        from ddim_bench.metrics import check_extractor
+        check_extractor(cfg.metrics)
     pl.seed_everything(cfg.seed, workers=True)
     out = cfg.paths.output_dir
-    dm = config.build_datamodule(cfg.data)
     model_cfg = config.plain(cfg.model)
-    config.build_alphas(cfg.diffusion)
     module = DiffusionModule(model_cfg, config.plain(cfg.diffusion), lr=cfg.optim.lr,
                              warmup_steps=cfg.optim.warmup_steps)
     loggers = tracking.lightning_logger(cfg.logger, config.plain(cfg), save_dir=out)

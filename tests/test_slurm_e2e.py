@@ -33,7 +33,7 @@ QUIET = ("trainer.enable_progress_bar=false", "callbacks.sample_grid.every_n_ste
 JOB_TIME_MIN = 10  # SLURM time limit of every job here: nothing outlives a hung test for long
 
 DDP_STEPS = 20
-REQUEUE_STEPS = 40
+REQUEUE_STEPS = 60
 REQUEUE_EVERY = 10
 
 DDP_TIMEOUT_S = 300
@@ -64,8 +64,12 @@ def job_names(slurm_cluster):
 
 
 def client_env(cluster: dict, cache: Path, root: Path) -> dict[str, str]:
-    """The cluster's client environment (sbatch passes it on to the jobs), with this test's folders."""
-    return {**cluster["env"], "DDIM_BENCH_CACHE": str(cache), "DDIM_BENCH_ROOT": str(root), "PYTHONUNBUFFERED": "1"}
+    """The cluster's client environment (sbatch passes it on to the jobs), with this test's folders.
+
+    One torch thread per task: the jobs share the node's few cores (OverSubscribe), and torch's default
+    of one thread per core makes every step many times slower there."""
+    return {**cluster["env"], "DDIM_BENCH_CACHE": str(cache), "DDIM_BENCH_ROOT": str(root), "PYTHONUNBUFFERED": "1",
+            "OMP_NUM_THREADS": "1"}
 
 
 def run(cmd: list[str], env: dict, timeout: float) -> subprocess.CompletedProcess:
@@ -112,7 +116,7 @@ def test_hydra_outputs_are_rank_aware_and_the_run_dir_is_stable_under_slurm(monk
     from ddim_bench import cli
 
     def hydra_cfg(**env):
-        for var in [v for v in os.environ if v.startswith("SLURM_")] + ["RANK", "LOCAL_RANK"]:
+        for var in [v for v in os.environ if v.startswith("SLURM_")] + ["RANK", "LOCAL_RANK", "ENVIRONMENT"]:
             monkeypatch.delenv(var, raising=False)
         for key, value in env.items():
             monkeypatch.setenv(key, value)
@@ -121,16 +125,23 @@ def test_hydra_outputs_are_rank_aware_and_the_run_dir_is_stable_under_slurm(monk
         log = OmegaConf.create({"f": "${ddim_rank0_log:/r/x/train.log}"}).f
         return OmegaConf.select(cfg, "hydra.run.dir"), OmegaConf.select(cfg, "hydra.output_subdir"), log
 
+    stamp = r"/r/outputs/train/\d{4}-\d\d-\d\d_\d\d-\d\d-\d\d"
     run_dir, subdir, log = hydra_cfg()
-    assert re.fullmatch(r"/r/outputs/train/\d{4}-\d\d-\d\d_\d\d-\d\d-\d\d", run_dir) and subdir == ".hydra"
-    assert log == "/r/x/train.log"
-    assert hydra_cfg(SLURM_JOB_ID="42", SLURM_PROCID="0") == ("/r/outputs/train/slurm-42", ".hydra", "/r/x/train.log")
-    assert hydra_cfg(SLURM_JOB_ID="42", SLURM_STEP_ID="0", SLURM_PROCID="1") == (
-        "/r/outputs/train/slurm-42-0", None, os.devnull)
-    assert hydra_cfg(SLURM_JOB_ID="43", SLURM_ARRAY_JOB_ID="40", SLURM_ARRAY_TASK_ID="3")[0] == (
-        "/r/outputs/train/slurm-40_3")
-    assert hydra_cfg(LOCAL_RANK="1")[1:] == (None, os.devnull)  # a Lightning DDP child
+    assert re.fullmatch(stamp, run_dir) and subdir == ".hydra" and log == "/r/x/train.log"
+    # sbatch script, its srun steps (every rank), an array element, a plain srun
+    batch = {"ENVIRONMENT": "BATCH", "SLURM_JOB_ID": "42"}
+    assert hydra_cfg(**batch, SLURM_PROCID="0") == ("/r/outputs/train/slurm-42", ".hydra", "/r/x/train.log")
+    assert hydra_cfg(**batch, SLURM_STEP_ID="0", SLURM_PROCID="0")[:2] == ("/r/outputs/train/slurm-42-0", ".hydra")
+    assert hydra_cfg(**batch, SLURM_STEP_ID="0", SLURM_PROCID="1") == ("/r/outputs/train/slurm-42-0", None, os.devnull)
+    assert hydra_cfg(**batch, SLURM_ARRAY_JOB_ID="40", SLURM_ARRAY_TASK_ID="3")[0] == "/r/outputs/train/slurm-40_3"
+    assert hydra_cfg(SLURM_JOB_ID="44", SLURM_STEP_ID="1", SLURM_PROCID="0")[0] == "/r/outputs/train/slurm-44-1"
+    # interactive allocations keep the timestamp: salloc's shell, srun --pty
+    assert re.fullmatch(stamp, hydra_cfg(SLURM_JOB_ID="45")[0])
+    assert re.fullmatch(stamp, hydra_cfg(SLURM_JOB_ID="46", SLURM_STEP_ID="0", SLURM_PTY_PORT="4000")[0])
+    # other launchers' ranks
+    assert hydra_cfg(LOCAL_RANK="1")[1:] == (None, os.devnull)  # a Lightning DDP child process
     assert hydra_cfg(RANK="0", LOCAL_RANK="0")[1:] == (".hydra", "/r/x/train.log")
+    assert hydra_cfg(RANK="3", LOCAL_RANK="0")[1:] == (None, os.devnull)
 
 
 # ------------------------------------------------------------------------------------- on SLURM

@@ -31,10 +31,12 @@ def records(results):
 
 def test_sweep_writes_one_record_per_cell_and_reuses_reference_features(trained, tmp_path):
     ckpt = trained / "checkpoints" / "last.ckpt"
-    before = metrics.REFERENCE_COMPUTATIONS
-    sweep.run_sweep(compose_sweep(tmp_path / "a", ckpt, "grid.steps=[5,10]", "grid.eta=[0.0]", "grid.hat=false"))
+    before, cache = metrics.REFERENCE_COMPUTATIONS, f"paths.cache_dir={tmp_path / 'cache'}"
+    sweep.run_sweep(compose_sweep(tmp_path / "a", ckpt, "grid.steps=[5,10]", "grid.eta=[0.0]", "grid.hat=false",
+                                  cache))
     assert metrics.REFERENCE_COMPUTATIONS == before + 1
-    sweep.run_sweep(compose_sweep(tmp_path / "b", ckpt, "grid.steps=[5]", "grid.eta=[1.0]", "grid.hat=false"))
+    sweep.run_sweep(compose_sweep(tmp_path / "b", ckpt, "grid.steps=[5]", "grid.eta=[1.0]", "grid.hat=false",
+                                  cache))
     assert metrics.REFERENCE_COMPUTATIONS == before + 1, "the second sweep must reuse the cached reference"
     recs = records(tmp_path / "a")
     assert set(recs) == {(5, 0.0, "eta"), (10, 0.0, "eta")}

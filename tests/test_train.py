@@ -58,6 +58,7 @@ def test_wandb_train_run_is_readable_offline(trained):
 
 def test_ddp_with_two_cpu_processes(tmp_path):
     cli("ddim-bench-train", "trainer=ddp_cpu", "trainer.max_steps=12", "trainer.enable_progress_bar=false",
+        "trainer.log_every_n_steps=4",
         "logger=csv", "callbacks.sample_grid.every_n_steps=0", f"hydra.run.dir={tmp_path}", timeout=300)
     ckpts = sorted(p.name for p in (tmp_path / "checkpoints").glob("*.ckpt"))
     assert ckpts == ["last.ckpt"]
