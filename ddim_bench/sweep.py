@@ -13,7 +13,7 @@ import hydra
 import torch
 from omegaconf import DictConfig
 
-from ddim_bench import checkpoint, cli, config, store
+from ddim_bench import checkpoint, cli, config, fast, store
 from ddim_bench.errors import UserError
 from ddim_bench.generate import Cell, generate, rank_indices
 
@@ -72,7 +72,7 @@ def cell_fields(cfg, cell: Cell, ckpt_info: dict, extractor: str, ref_key: str) 
             "clip_x0": cell.clip_x0, "n_samples": int(cfg.n_samples), "seed": int(cfg.seed),
             "checkpoint_sha256": ckpt_info["sha256"], "weights": ckpt_info["weights"],
             "schedule": config.plain(cfg.diffusion), "extractor": extractor, "reference": ref_key,
-            "keep_images": int(cfg.keep_images)}
+            "keep_images": int(cfg.keep_images), "fast": fast.options(cfg.sampler.get("fast"))}
 
 
 def peak_memory_mb(device) -> float:
@@ -123,7 +123,7 @@ def run_sweep(cfg: DictConfig) -> list[dict]:
     metrics.check_extractor(cfg.metrics)  # missing weights: stop before any sampling
     dist = Dist(cfg.eval)
     loaded = checkpoint.load(cfg.checkpoint, cfg.weights)
-    model = checkpoint.build_model(loaded, dist.device)
+    model = fast.wrap(checkpoint.build_model(loaded, dist.device), cfg.sampler.get("fast"), dist.device)
     alphas = config.build_alphas(loaded.schedule or cfg.diffusion)
     if loaded.schedule:
         cfg.diffusion = DictConfig(loaded.schedule)
