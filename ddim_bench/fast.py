@@ -51,7 +51,8 @@ class GraphStep(nn.Module):
 
 def prepare_model(model: nn.Module, *, channels_last: bool = False, compile: bool = False,
                   compile_mode: str | None = None) -> nn.Module:
-    """The model in channels-last layout and/or compiled; with neither switch it is returned as is."""
+    """The model in channels-last layout (in place, like ``Module.to``) and/or compiled; with neither switch it is
+    returned as is."""
     if compile_mode not in COMPILE_MODES:
         raise UserError(f"sampler.fast.compile_mode={compile_mode} must be one of "
                         f"{', '.join(str(m) for m in COMPILE_MODES)}")

@@ -134,47 +134,57 @@ class StubModel(torch.nn.Module):
 
 
 class CallClock(torch.nn.Module):
-    """Wraps a model and adds up the wall time of its calls (to split a run into network and the rest)."""
+    """Wraps a model: adds up the wall time of its calls and, if asked, keeps a copy of their inputs."""
 
-    def __init__(self, model):
+    def __init__(self, model, record: bool = False):
         super().__init__()
-        self.model, self.seconds = model, 0.0
+        self.model, self.seconds, self.record, self.inputs = model, 0.0, record, []
 
     def forward(self, x, t):
+        if self.record:
+            self.inputs.append((x.clone(), t.clone()))
         t0 = time.perf_counter()
         out = self.model(x, t)
         self.seconds += time.perf_counter() - t0
         return out
 
 
+def recorded_inputs(model, x_T, alphas, taus, eta) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """The (x, t) of every model call of one sampling run (same per-sample generator seeds as timed)."""
+    rec = CallClock(model, record=True)
+    gens = per_sample_generators(len(x_T)) if eta else None
+    diffusion.sample(rec, x_T, alphas, taus, eta=eta, generator=gens)
+    return rec.inputs
+
+
 def bench_sampler(s: Settings) -> list[Row]:
+    """``sample`` against the same network calls on the same inputs, replayed without the sampler."""
     model, x_T = tiny_unet(), noise(s.batch)
     alphas, taus = diffusion.alphas_cumprod(**SCHEDULE), diffusion.timesteps(1000, s.steps)
-    calls, t_fixed = diffusion.model_calls(taus), torch.full((s.batch,), taus[-1])
-
-    @torch.no_grad()
-    def bare():
-        for _ in range(calls):
-            model(x_T, t_fixed)
-
     rows = []
     for tag, eta in (("a", 0.0), ("b", 1.0)):
-        gens = per_sample_generators(s.batch) if eta else None
+        inputs = recorded_inputs(model, x_T, alphas, taus, eta)
         clock, in_model = CallClock(model), []
 
         def run():
             clock.seconds = 0.0
+            gens = per_sample_generators(s.batch) if eta else None
             diffusion.sample(clock, x_T, alphas, taus, eta=eta, generator=gens)
             in_model.append(clock.seconds)
 
+        @torch.no_grad()
+        def bare():
+            for x, t in inputs:
+                model(x, t)
+
         t = interleaved({"sample": run, "bare": bare}, s.repeats, s.warmup)
         in_model = in_model[s.warmup:]
-        fwd_ms = statistics.median(t["bare"]) / calls * 1e3
+        fwd_ms = statistics.median(t["bare"]) / len(inputs) * 1e3
         rows.append(Row(f"1{tag}", f"sampler overhead eta={eta:g}{' per-sample gens' if eta else ''}: "
-                                   f"sample / ({calls} x forward), B={s.batch}",
+                                   f"sample / ({len(inputs)} x forward), B={s.batch}",
                         median_ratio(t["sample"], t["bare"]), 1.03,
-                        detail=f"sample {statistics.median(t['sample']):.2f} s, bare forward {fwd_ms:.1f} ms/call; "
-                               f"same run split: sample / its own network calls = "
+                        detail=f"sample {statistics.median(t['sample']):.2f} s, bare forward {fwd_ms:.1f} ms/call "
+                               f"(same inputs, replayed); same run split: sample / its own network calls = "
                                f"{median_ratio(t['sample'], in_model):.4f}",
                         extra={"times": t, "network_seconds_in_sample": in_model}))
     rows += loop_alone_rows(s, x_T, alphas, taus)
@@ -401,7 +411,7 @@ def bench_evaluation(s: Settings) -> list[Row]:
     quiet_lightning()
     with tempfile.TemporaryDirectory() as tmp:
         ckpt = write_checkpoint(tmp)
-        with contextlib.redirect_stderr(open(os.devnull, "w")):
+        with open(os.devnull, "w") as devnull, contextlib.redirect_stderr(devnull):  # progress lines
             timed_sweep(os.path.join(tmp, "warm"), ckpt, 20, 2)  # fills the classifier and reference caches
             record, total, spent = timed_sweep(os.path.join(tmp, "timed"), ckpt, s.eval_n, s.eval_steps)
     sampling = record["seconds"]
@@ -460,23 +470,37 @@ def growth_worker(n: int, steps: int, repeats: int) -> dict:
             "peak_rss_mb": peak, "growth_mb": peak - before, "peak_window": "sampling" if windowed else "process"}
 
 
-def run_growth_worker(n: int, steps: int, s: Settings) -> dict:
+# glibc raises its mmap threshold as large blocks are freed, after which freed activations stay in the heap and
+# the RSS peak creeps up with the number of allocations (run length) rather than with live tensors.  The memory
+# worker fixes the threshold so that its RSS follows the live tensors; timings come from a default process.
+FIXED_MALLOC = {"MALLOC_MMAP_THRESHOLD_": str(128 * 1024)}
+
+
+def run_growth_worker(n: int, steps: int, s: Settings, repeats: int, env: dict | None = None) -> dict:
     cmd = [sys.executable, "-m", "ddim_bench.perf", "--growth-worker", str(n), str(steps),
-           "--threads", str(s.threads), "--repeats", str(s.growth_repeats)]
-    out = subprocess.run(cmd, capture_output=True, text=True, check=True)
+           "--threads", str(s.threads), "--repeats", str(repeats)]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True, env={**os.environ, **(env or {})})
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+def growth_run(n: int, steps: int, s: Settings) -> dict:
+    timing = run_growth_worker(n, steps, s, s.growth_repeats)
+    memory = run_growth_worker(n, steps, s, 1, FIXED_MALLOC)
+    return {**timing, "default_malloc_growth_mb": timing["growth_mb"], "growth_mb": memory["growth_mb"],
+            "peak_rss_mb": memory["peak_rss_mb"]}
+
+
 def bench_growth(s: Settings) -> list[Row]:
-    runs = [run_growth_worker(n, steps, s) for n in s.growth_n for steps in s.growth_steps]
+    runs = [growth_run(n, steps, s) for n in s.growth_n for steps in s.growth_steps]
     ref = runs[-1]["seconds"] / (runs[-1]["n"] * runs[-1]["steps"])
     rows = []
     for r in runs:
         rows.append(Row(f"5 N={r['n']} S={r['steps']}", f"growth N={r['n']:>4} S={r['steps']:>2}: time/(N*S), "
                                                          f"1 = N={runs[-1]['n']} S={runs[-1]['steps']}",
                         r["seconds"] / (r["n"] * r["steps"]) / ref,
-                        detail=f"{r['seconds']:.2f} s, peak RSS {r['peak_rss_mb']:.0f} MB "
-                               f"(+{r['growth_mb']:.0f} MB while sampling)", extra=r))
+                        detail=f"{r['seconds']:.2f} s; RSS +{r['growth_mb']:.0f} MB while sampling "
+                               f"(+{r['default_malloc_growth_mb']:.0f} MB with glibc's adaptive mmap threshold)",
+                        extra=r))
     norm = [row.value for row in rows]
     rows.append(Row("5a", "growth: time linear in N*S (max / min of time/(N*S))", max(norm) / min(norm), 1.25))
     rows.append(Row("5b", f"growth: memory flat in S (max over N of RSS growth S={s.growth_steps[-1]} / "
@@ -516,7 +540,7 @@ def format_goal(row: Row) -> str:
 
 
 def print_table(rows: list[Row], info: dict, quick: bool) -> None:
-    print(f"ddim-bench perf{' (quick)' if quick else ''}: torch {info['torch']}, {info['threads']} threads on "
+    print(f"ddim-bench perf{' (quick: smoke-run sizes, too small for the goals)' if quick else ''}: torch {info['torch']}, {info['threads']} thread(s) on "
           f"{info['usable_cpus']} usable CPUs, load average {info['load_avg_start'][0]:.1f} -> "
           f"{info['load_avg_end'][0]:.1f}")
     width = max(len(r.label) for r in rows)
@@ -537,7 +561,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="ddim-bench-perf", description=__doc__.splitlines()[0])
     p.add_argument("--out", default=os.path.join("outputs", "perf.json"), help="JSON results (written atomically)")
     p.add_argument("--quick", action="store_true", help="small sizes and few repeats: a smoke run")
-    p.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)), help="torch.set_num_threads")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch.set_num_threads for every figure (default 1: on a shared machine more threads stall "
+                        "at OpenMP barriers whenever another process holds a core; use all cores on a quiet one)")
     p.add_argument("--repeats", type=int, default=None, help="timed repeats per figure (median is reported)")
     p.add_argument("--only", nargs="+", choices=SECTIONS, default=list(SECTIONS), help="sections to run")
     p.add_argument("--growth-worker", nargs=2, type=int, metavar=("N", "S"), help=argparse.SUPPRESS)
