@@ -99,8 +99,8 @@ def global_step(ckpt: Path) -> int:
     return int(torch.load(ckpt, map_location="cpu", weights_only=True)["global_step"])
 
 
-def logged_steps(run_dir: Path) -> list[int]:
-    with open(run_dir / "csv" / "metrics.csv") as f:
+def logged_steps(run_dir: Path, version: str = "") -> list[int]:
+    with open(run_dir / "csv" / version / "metrics.csv") as f:
         return [int(r["step"]) for r in csv.DictReader(f) if r.get("train/loss")]
 
 
@@ -244,5 +244,7 @@ def test_requeued_training_resumes_from_its_checkpoint(slurm_cluster, job_names,
     steps = sorted(p.name for p in (run_dir / "checkpoints").glob("step_*.ckpt"))
     assert steps == [f"step_{s:07d}.ckpt" for s in range(REQUEUE_EVERY, REQUEUE_STEPS + 1, REQUEUE_EVERY)]
     assert len(saved_before) < len(steps), saved_before
-    assert max(logged_steps(run_dir)) == REQUEUE_STEPS - 1
+    # each start keeps its own CSV: the first start's rows survive the requeue
+    before, after = logged_steps(run_dir), logged_steps(run_dir, "restart-1")
+    assert before and after and max(after) == REQUEUE_STEPS - 1 and min(before) < min(after)
     assert sorted(p.name for p in run_dir.rglob(".hydra")) == [".hydra"]
