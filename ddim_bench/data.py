@@ -24,8 +24,8 @@ def to_uint8_rgb(x: torch.Tensor) -> torch.Tensor:
     return x.expand(-1, 3, -1, -1) if x.shape[1] == 1 else x
 
 
-class Uint8View(Dataset):
-    """A [−1, 1] image dataset seen as uint8 RGB [3, H, W], as torch-fidelity takes it."""
+class ImageView(Dataset):
+    """A view of an image dataset (items may be ``(image, label)``) that maps each image with ``apply``."""
 
     def __init__(self, base: Dataset):
         self.base = base
@@ -35,22 +35,20 @@ class Uint8View(Dataset):
 
     def __getitem__(self, i):
         x = self.base[i]
-        x = x[0] if isinstance(x, (tuple, list)) else x
+        return self.apply(x[0] if isinstance(x, (tuple, list)) else x)
+
+
+class Uint8View(ImageView):
+    """A [−1, 1] image dataset seen as uint8 RGB [3, H, W], as torch-fidelity takes it."""
+
+    def apply(self, x):
         return to_uint8_rgb(x[None])[0]
 
 
-class FlipDataset(Dataset):
+class FlipDataset(ImageView):
     """Random horizontal flip, as in the paper's training."""
 
-    def __init__(self, base: Dataset):
-        self.base = base
-
-    def __len__(self):
-        return len(self.base)
-
-    def __getitem__(self, i):
-        x = self.base[i]
-        x = x[0] if isinstance(x, (tuple, list)) else x
+    def apply(self, x):
         return x.flip(-1) if torch.rand(()) < 0.5 else x
 
 

@@ -18,7 +18,6 @@ import numbers
 import os
 import re
 import sys
-import tempfile
 from collections.abc import Mapping
 from typing import Any
 
@@ -215,16 +214,8 @@ def _safe_name(key: str) -> str:
 
 
 def _atomic_write_text(path: str, text: str) -> None:
-    d = os.path.dirname(path) or "."
-    fd, tmp = tempfile.mkstemp(dir=d, prefix="." + os.path.basename(path), suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", newline="") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    from ddim_bench.store import atomic_write
+    atomic_write(path, text.encode())
 
 
 class _ScalarCSV:
