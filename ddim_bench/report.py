@@ -131,7 +131,7 @@ def _main(cfg: DictConfig) -> None:
     rep = make_report(cfg.results_dir, cfg.paper)
     extra = {}
     if os.path.isdir(os.path.join(cfg.results_dir, "reconstruction")):
-        from ddim_bench.tasks import report_reconstruction
+        from ddim_bench.tasks_report import report_reconstruction
         extra = report_reconstruction(cfg.results_dir)
     log_report(cfg.logger, cfg.sweep_name, rep, cfg.results_dir, extra)
     print(rep["markdown"])

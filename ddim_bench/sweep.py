@@ -5,7 +5,6 @@ evaluates the single ``sampler.*`` cell.  Finished cells are found in the result
 """
 from __future__ import annotations
 
-import os
 import sys
 import time
 
