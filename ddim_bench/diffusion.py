@@ -89,10 +89,11 @@ def _noise_fn(x: torch.Tensor, generator):
         if len(generator) != x.shape[0]:
             raise ValueError(f"generator list has {len(generator)} entries for a batch of {x.shape[0]}")
         buf = torch.empty_like(x)
+        rows = buf.unbind(0)  # one view per sample, made once
 
         def draw():
-            for i, g in enumerate(generator):
-                torch.randn(x.shape[1:], generator=g, out=buf[i], dtype=x.dtype, device=x.device)
+            for row, g in zip(rows, generator):
+                row.normal_(generator=g)  # the numbers torch.randn(..., generator=g) would give
             return buf
         return draw
     return lambda: torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
