@@ -24,7 +24,7 @@ test: $(VENV)/.installed
 	$(PY) -m pytest -q -rs tests
 
 perf: $(VENV)/.installed
-	$(VENV)/bin/ddim-bench-perf
+	$(PY) benchmarks/perf.py
 
 clean:
 	rm -rf outputs .cache

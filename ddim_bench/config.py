@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from ddim_bench import diffusion
+from ddim_bench.sampling import ddim
 from ddim_bench.errors import UserError
 
 
@@ -19,27 +19,27 @@ def check_sampler(sampler, num_timesteps: int) -> None:
         raise UserError(f"sampler.steps={steps} must be an integer in [1, diffusion.num_timesteps={num_timesteps}]")
     if not isinstance(sampler.eta, (int, float)) or sampler.eta < 0:
         raise UserError(f"sampler.eta={sampler.eta} must be a number >= 0 (0 = DDIM, 1 = DDPM)")
-    if sampler.skip not in diffusion.SKIPS:
-        raise UserError(f"sampler.skip={sampler.skip} must be one of {', '.join(diffusion.SKIPS)}")
-    if sampler.variance not in diffusion.VARIANCES:
-        raise UserError(f"sampler.variance={sampler.variance} must be one of {', '.join(diffusion.VARIANCES)}")
+    if sampler.skip not in ddim.SKIPS:
+        raise UserError(f"sampler.skip={sampler.skip} must be one of {', '.join(ddim.SKIPS)}")
+    if sampler.variance not in ddim.VARIANCES:
+        raise UserError(f"sampler.variance={sampler.variance} must be one of {', '.join(ddim.VARIANCES)}")
     if int(sampler.batch_size) < 1:
         raise UserError(f"sampler.batch_size={sampler.batch_size} must be >= 1")
 
 
 def build_alphas(cfg_diffusion) -> torch.Tensor:
     d = plain(cfg_diffusion)
-    if d["schedule"] not in diffusion.SCHEDULES:
-        raise UserError(f"diffusion.schedule={d['schedule']} must be one of {', '.join(diffusion.SCHEDULES)}")
+    if d["schedule"] not in ddim.SCHEDULES:
+        raise UserError(f"diffusion.schedule={d['schedule']} must be one of {', '.join(ddim.SCHEDULES)}")
     if not isinstance(d["num_timesteps"], int) or d["num_timesteps"] < 1:
         raise UserError(f"diffusion.num_timesteps={d['num_timesteps']} must be a positive integer")
-    return diffusion.alphas_cumprod(**d)
+    return ddim.alphas_cumprod(**d)
 
 
 def build_datamodule(cfg_data):
-    from ddim_bench import data
-    kinds = {"digits": data.DigitsDataModule, "cifar10": data.Cifar10DataModule,
-             "image_folder": data.ImageFolderDataModule}
+    from ddim_bench.data import modules
+    kinds = {"digits": modules.DigitsDataModule, "cifar10": modules.Cifar10DataModule,
+             "image_folder": modules.ImageFolderDataModule}
     d = plain(cfg_data)
     name = d.pop("name")
     d.pop("channels", None)

@@ -5,7 +5,7 @@ import torch
 from PIL import Image
 
 from ddim_bench.config import build_datamodule
-from ddim_bench.data import DigitsDataModule, ImageFolderDataModule
+from ddim_bench.data.modules import DigitsDataModule, ImageFolderDataModule
 from ddim_bench.errors import UserError
 
 

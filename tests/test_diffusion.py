@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from ddim_bench import diffusion as D
+from ddim_bench.sampling import ddim as D
 
 
 def test_alphas_cumprod_linear_is_cumprod_of_one_minus_linspace_betas():

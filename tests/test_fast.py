@@ -5,9 +5,10 @@ import os
 import pytest
 import torch
 
-from ddim_bench import diffusion, fast
+from ddim_bench.sampling import ddim as D
+from ddim_bench.models import fast
 from ddim_bench.errors import UserError
-from ddim_bench.unet import UNet
+from ddim_bench.models.unet import UNet
 
 TINY = dict(in_channels=1, out_ch=1, ch=32, ch_mult=[1, 2], num_res_blocks=1, attn_resolutions=[4], dropout=0.0,
             resolution=8)
@@ -19,11 +20,11 @@ def tiny_unet(device="cpu") -> UNet:
     return UNet(**TINY).to(device).eval().requires_grad_(False)
 
 
-def ddim(model, eta=0.0, x_T=None):
+def run_ddim(model, eta=0.0, x_T=None):
     x_T = torch.randn(8, 1, 8, 8, generator=torch.Generator().manual_seed(1)) if x_T is None else x_T
     gens = [torch.Generator().manual_seed(i) for i in range(len(x_T))] if eta else None
-    taus = diffusion.timesteps(1000, STEPS)
-    return diffusion.sample(model, x_T, diffusion.alphas_cumprod(1000), taus, eta=eta, generator=gens)
+    taus = D.timesteps(1000, STEPS)
+    return D.sample(model, x_T, D.alphas_cumprod(1000), taus, eta=eta, generator=gens)
 
 
 def relative_error(out, ref) -> float:
@@ -36,7 +37,7 @@ def test_all_switches_off_returns_the_same_model_and_numbers(eta):
     assert fast.wrap(model, {}, "cpu") is model
     assert fast.wrap(model, None, "cpu") is model
     assert fast.wrap(model, dict(fast.DEFAULTS), "cpu") is model
-    assert torch.equal(ddim(model, eta), ddim(tiny_unet(), eta))
+    assert torch.equal(run_ddim(model, eta), run_ddim(tiny_unet(), eta))
 
 
 @pytest.mark.parametrize("eta", [0.0, 1.0])
@@ -46,14 +47,14 @@ def test_bf16_autocast_is_close_and_returns_float32(eta):
     assert isinstance(wrapped, fast.AutocastModel)
     x, t = torch.randn(4, 1, 8, 8), torch.full((4,), 500)
     assert wrapped(x, t).dtype == torch.float32
-    assert relative_error(ddim(wrapped, eta), ddim(model, eta)) < 5e-2
+    assert relative_error(run_ddim(wrapped, eta), run_ddim(model, eta)) < 5e-2
 
 
 def test_channels_last_is_layout_only():
     model = tiny_unet()
     wrapped = fast.wrap(copy.deepcopy(model), {"channels_last": True}, "cpu")
     assert wrapped.conv_in.weight.is_contiguous(memory_format=torch.channels_last)
-    torch.testing.assert_close(ddim(wrapped), ddim(model), rtol=1e-4, atol=1e-4 * ddim(model).abs().max().item())
+    torch.testing.assert_close(run_ddim(wrapped), run_ddim(model), rtol=1e-4, atol=1e-4 * run_ddim(model).abs().max().item())
 
 
 def test_unknown_switch_and_bad_compile_mode_are_user_errors():
@@ -85,7 +86,7 @@ def test_sampler_loop_never_reads_device_values(eta, variance):
     runs there has no host-device synchronisation: α's and σ's are Python floats."""
     model = tiny_unet("meta")
     x_T = torch.empty(4, 1, 8, 8, device="meta")
-    out = diffusion.sample(model, x_T, diffusion.alphas_cumprod(1000), diffusion.timesteps(1000, 4), eta=eta,
+    out = D.sample(model, x_T, D.alphas_cumprod(1000), D.timesteps(1000, 4), eta=eta,
                            variance=variance)
     assert out.device.type == "meta" and out.shape == x_T.shape
 
@@ -96,4 +97,4 @@ def test_sampler_loop_never_reads_device_values(eta, variance):
 def test_compiled_model_is_close():
     model = tiny_unet()
     wrapped = fast.wrap(copy.deepcopy(model), {"compile": True}, "cpu")
-    assert relative_error(ddim(wrapped), ddim(model)) < 1e-4
+    assert relative_error(run_ddim(wrapped), run_ddim(model)) < 1e-4

@@ -9,8 +9,8 @@ from sklearn.datasets import load_digits
 from threadpoolctl import threadpool_limits
 from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
 
-from ddim_bench import features as F
-from ddim_bench import metrics as M
+from ddim_bench.evaluation import features as F
+from ddim_bench.evaluation import metrics as M
 from ddim_bench.errors import UserError
 
 CONF = Path(__file__).resolve().parents[1] / "conf" / "metrics"

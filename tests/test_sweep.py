@@ -11,7 +11,10 @@ from hydra import compose, initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
 
 from ddim_bench import cli as app_cli
-from ddim_bench import metrics, report, store, sweep
+from ddim_bench.evaluation import metrics
+from ddim_bench.apps import report
+from ddim_bench.evaluation import store
+from ddim_bench.apps import sweep
 
 N = 40
 
@@ -122,8 +125,9 @@ def test_report_holds_the_records_values(trained, tmp_path):
     assert "| σ̂ |" in table and "| η = 0 |" in table
     from PIL import Image
     grid = Image.open(rep["paths"]["consistency_grid"])
-    # 2 columns (S) x 3 rows (η = 0, 1, σ̂), each tile 2x2 images of 8 px with 1 px borders
-    assert grid.size == (2 * (2 * 9 + 1 + 1) + 1, 3 * (2 * 9 + 1 + 1) + 1)
+    # 2 columns (S) x 3 rows (η = 0, 1, σ̂), each tile 2x2 images of 8 px upscaled to 32, 1 px borders
+    tile = 2 * 33 + 1
+    assert grid.size == (2 * (tile + 1) + 1, 3 * (tile + 1) + 1)
     for name in ("fid_vs_steps", "fid_vs_time"):
         assert Image.open(rep["paths"][name]).size[0] > 100
 

@@ -5,10 +5,10 @@ import secrets
 import pytest
 from conftest import cli
 
-from ddim_bench.wandb_records import find_runs, read_run
+from wandb_records import find_runs, read_run
 from test_sweep import compose_sweep, records
 
-from ddim_bench import sweep
+from ddim_bench.apps import sweep
 
 
 def test_sweep_cells_and_report_land_in_wandb_offline(trained, tmp_path, monkeypatch):

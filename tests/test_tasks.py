@@ -11,11 +11,16 @@ from hydra.core.hydra_config import HydraConfig
 from PIL import Image
 
 from ddim_bench import cli as app_cli
-from ddim_bench import checkpoint, config, paper, tasks
-from ddim_bench.generate import Cell, generate
-from ddim_bench.wandb_records import find_runs, read_run
+from ddim_bench.models import checkpoint
+from ddim_bench import config
+from ddim_bench import paper
+from ddim_bench.apps import tasks
+from ddim_bench.sampling.cell import Cell
+from ddim_bench.sampling.generate import generate
+from wandb_records import find_runs, read_run
 
 N, PAIRS, POINTS, PX = 32, 3, 11, 8
+SHOWN = 32  # grids upscale 8-px images to 32 px (ddim_bench.images.MIN_TILE)
 STEPS = [10, 20, 50, 100]
 ONE_THREAD = {"OMP_NUM_THREADS": "1"}  # the tiny model runs fastest single-threaded on a shared CPU
 
@@ -67,7 +72,7 @@ def test_reconstruction_error_falls_with_steps(done):
         assert r["mse_min"] <= r["mse"] <= r["mse_max"] and r["mse_std"] >= 0
         assert r["encode_seconds"] > 0 and r["decode_seconds"] > 0 and r["weights"] == "ema"
         strip = Image.open(done / "reconstruction" / r["strip"])
-        assert strip.size == (8 * (PX + 1) + 1, 2 * (PX + 1) + 1)  # originals over reconstructions
+        assert strip.size == (8 * (SHOWN + 1) + 1, 2 * (SHOWN + 1) + 1)  # originals over reconstructions
 
 
 def test_wandb_run_holds_the_records(done):
@@ -107,7 +112,7 @@ def test_report_holds_the_records_values(done):
 
 
 def test_interpolation_grids_use_the_sweeps_seeds(done, trained):
-    tile = PX + 1
+    tile = SHOWN + 1
     for s in (10, 50):
         assert Image.open(done / "interpolation" / f"S{s}.png").size == (POINTS * tile + 1, PAIRS * tile + 1)
     side = Image.open(done / "interpolation" / "side_by_side.png")
@@ -119,7 +124,8 @@ def test_interpolation_grids_use_the_sweeps_seeds(done, trained):
              (1, PX, PX), 0, 2, "cpu", lambda im, idx: images.append(im))
     grid = torch.from_numpy(np.array(Image.open(done / "interpolation" / "S10.png"))).permute(2, 0, 1)
     ends = [grid[:, 1:tile, 1:tile], grid[:, 1:tile, 1 + (POINTS - 1) * tile:POINTS * tile]]
-    for got, want in zip(ends, images[0]):
+    from ddim_bench.images import upscale
+    for got, want in zip(ends, upscale(images[0])):
         assert (got.int() - want.int()).abs().max() <= 1
 
 

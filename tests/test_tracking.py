@@ -13,7 +13,7 @@ wandb = pytest.importorskip("wandb")
 
 from ddim_bench import tracking  # noqa: E402
 from ddim_bench.errors import UserError  # noqa: E402
-from ddim_bench.wandb_records import WandbFormatError, find_runs, read_run  # noqa: E402
+from wandb_records import WandbFormatError, find_runs, read_run  # noqa: E402
 
 OFFLINE = {"wandb": {"project": "ddim-bench-test", "entity": None, "mode": "offline", "group": None,
                      "tags": ["unit"], "dir": None}}

@@ -5,8 +5,8 @@ import pytest
 import torch
 from conftest import TRAIN_STEPS, cli
 
-from ddim_bench import checkpoint
-from ddim_bench.wandb_records import find_runs, read_run
+from ddim_bench.models import checkpoint
+from wandb_records import find_runs, read_run
 
 
 def losses(run):

@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from ddim_bench.unet import UNet
+from ddim_bench.models.unet import UNet
 
 CIFAR = dict(ch=128, ch_mult=[1, 2, 2, 2], num_res_blocks=2, attn_resolutions=[16], dropout=0.1)
 

@@ -4,7 +4,7 @@ Every figure is a ratio of two things timed in this one process (or, for growth,
 configuration), interleaved A, B, A, B … after a warm-up; the figure is the median over repeats of the
 per-repeat ratio, so load that drifts between repeats touches both sides alike.  Rows:
 
-1. sampler overhead: ``diffusion.sample`` ÷ (model calls × one bare forward of the same batch);
+1. sampler overhead: ``ddim.sample`` ÷ (model calls × one bare forward of the same batch);
 2. ``sample`` ÷ a diffusers ``DDIMScheduler`` loop on the same UNet and x_T (outputs checked equal at η = 0);
 3. the Lightning training step ÷ a plain PyTorch loop (same model, batch, optimizer), steady state;
 4. evaluation: the share of a one-cell sweep's wall time spent outside sampling;
@@ -31,8 +31,8 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 
-from ddim_bench import diffusion
-from ddim_bench.unet import UNet
+from ddim_bench.sampling import ddim
+from ddim_bench.models.unet import UNet
 
 TINY = dict(in_channels=1, out_ch=1, ch=32, ch_mult=[1, 2], num_res_blocks=1, attn_resolutions=[4], dropout=0.0,
             resolution=8)
@@ -155,14 +155,14 @@ def recorded_inputs(model, x_T, alphas, taus, eta) -> list[tuple[torch.Tensor, t
     """The (x, t) of every model call of one sampling run (same per-sample generator seeds as timed)."""
     rec = CallClock(model, record=True)
     gens = per_sample_generators(len(x_T)) if eta else None
-    diffusion.sample(rec, x_T, alphas, taus, eta=eta, generator=gens)
+    ddim.sample(rec, x_T, alphas, taus, eta=eta, generator=gens)
     return rec.inputs
 
 
 def bench_sampler(s: Settings) -> list[Row]:
     """``sample`` against the same network calls on the same inputs, replayed without the sampler."""
     model, x_T = tiny_unet(), noise(s.batch)
-    alphas, taus = diffusion.alphas_cumprod(**SCHEDULE), diffusion.timesteps(1000, s.steps)
+    alphas, taus = ddim.alphas_cumprod(**SCHEDULE), ddim.timesteps(1000, s.steps)
     rows = []
     for tag, eta in (("a", 0.0), ("b", 1.0)):
         inputs = recorded_inputs(model, x_T, alphas, taus, eta)
@@ -171,7 +171,7 @@ def bench_sampler(s: Settings) -> list[Row]:
         def run():
             clock.seconds = 0.0
             gens = per_sample_generators(s.batch) if eta else None
-            diffusion.sample(clock, x_T, alphas, taus, eta=eta, generator=gens)
+            ddim.sample(clock, x_T, alphas, taus, eta=eta, generator=gens)
             in_model.append(clock.seconds)
 
         @torch.no_grad()
@@ -198,7 +198,7 @@ def loop_alone_rows(s: Settings, x_T, alphas, taus) -> list[Row]:
     stub, rows = StubModel(x_T), []
     for tag, eta in (("c", 0.0), ("d", 1.0)):
         gens = per_sample_generators(s.batch) if eta else None
-        t = interleaved({"loop": lambda: diffusion.sample(stub, x_T, alphas, taus, eta=eta, generator=gens)},
+        t = interleaved({"loop": lambda: ddim.sample(stub, x_T, alphas, taus, eta=eta, generator=gens)},
                         max(s.repeats, 5), 1)["loop"]
         rows.append(Row(f"1{tag}", f"sampler loop alone eta={eta:g}, stub network (us/step)",
                         statistics.median(t) / len(taus) * 1e6, unit="us"))
@@ -230,15 +230,15 @@ def bench_diffusers(s: Settings) -> list[Row]:
     if importlib.util.find_spec("diffusers") is None:
         return [Row("2a", label, None, 0.97, detail="skipped: diffusers is not installed (pip install -e .[dev])")]
     model, x_T = tiny_unet(), noise(s.batch)
-    alphas, taus = diffusion.alphas_cumprod(**SCHEDULE), diffusion.timesteps(1000, s.steps)
+    alphas, taus = ddim.alphas_cumprod(**SCHEDULE), ddim.timesteps(1000, s.steps)
     sched = diffusers_scheduler(alphas)
     sched.set_timesteps(s.steps)
     assert sorted(sched.timesteps.tolist()) == taus, "diffusers' leading spacing differs from uniform"
     diffs = equality_check(model, sched, x_T, alphas, taus)
-    t = interleaved({"ours": lambda: diffusion.sample(model, x_T, alphas, taus),
+    t = interleaved({"ours": lambda: ddim.sample(model, x_T, alphas, taus),
                      "diffusers": lambda: diffusers_sample(model, sched, x_T)}, s.repeats, s.warmup)
     stub = StubModel(x_T)
-    loop = interleaved({"ours": lambda: diffusion.sample(stub, x_T, alphas, taus),
+    loop = interleaved({"ours": lambda: ddim.sample(stub, x_T, alphas, taus),
                         "diffusers": lambda: diffusers_sample(stub, sched, x_T)}, max(s.repeats, 5), 1)
     return [Row("2a", label, median_ratio(t["ours"], t["diffusers"]), 0.97,
                 detail=f"max |ours - diffusers| eta=0: {diffs[0]:.2e}, eta=1 per-sample gens: {diffs[1]:.2e} "
@@ -251,11 +251,11 @@ def bench_diffusers(s: Settings) -> list[Row]:
 
 def equality_check(model, sched, x_T, alphas, taus) -> tuple[float, float, float]:
     """Max |ours − diffusers| at η = 0 (asserted close) and at η = 1 with the same per-sample generators."""
-    ours, theirs = diffusion.sample(model, x_T, alphas, taus), diffusers_sample(model, sched, x_T)
+    ours, theirs = ddim.sample(model, x_T, alphas, taus), diffusers_sample(model, sched, x_T)
     scale = ours.abs().max().item()
     torch.testing.assert_close(ours, theirs, rtol=1e-4, atol=1e-4 * scale)
     n = len(x_T)
-    ours1 = diffusion.sample(model, x_T, alphas, taus, eta=1.0, generator=per_sample_generators(n))
+    ours1 = ddim.sample(model, x_T, alphas, taus, eta=1.0, generator=per_sample_generators(n))
     theirs1 = diffusers_sample(model, sched, x_T, eta=1.0, generator=per_sample_generators(n))
     return (ours - theirs).abs().max().item(), (ours1 - theirs1).abs().max().item(), scale
 
@@ -271,7 +271,7 @@ def quiet_lightning() -> None:
 
 def digits_loader(batch: int):
     from torch.utils.data import DataLoader
-    from ddim_bench.data import DigitsDataModule
+    from ddim_bench.data.modules import DigitsDataModule
     ds = DigitsDataModule().dataset("train")
     return DataLoader(ds, batch_size=batch, shuffle=True, drop_last=True, num_workers=0)
 
@@ -320,7 +320,7 @@ def plain_fit(module, loader, steps: int) -> list[float]:
 
 
 def bench_training(s: Settings) -> list[Row]:
-    from ddim_bench.module import DiffusionModule
+    from ddim_bench.training.module import DiffusionModule
     quiet_lightning()
     torch.manual_seed(0)
     base = DiffusionModule(TINY, SCHEDULE, lr=2e-4)
@@ -371,7 +371,7 @@ def stopwatch(targets: dict[str, tuple[object, str]]):
 
 def write_checkpoint(folder: str) -> str:
     """An untrained tiny UNet as a ddim-bench checkpoint (timing does not depend on the weights' quality)."""
-    from ddim_bench.module import DiffusionModule
+    from ddim_bench.training.module import DiffusionModule
     torch.manual_seed(0)
     module = DiffusionModule(TINY, SCHEDULE)
     path = os.path.join(folder, "untrained.ckpt")
@@ -391,7 +391,11 @@ def compose_sweep(overrides: list[str]):
 
 def timed_sweep(folder: str, ckpt: str, n: int, steps: int) -> tuple[dict, float, dict]:
     """Run a one-cell sweep; returns its record, its wall seconds and the seconds spent in each part."""
-    from ddim_bench import checkpoint, metrics, store, sweep, tracking_runs
+    from ddim_bench.models import checkpoint
+    from ddim_bench.evaluation import metrics
+    from ddim_bench.evaluation import store
+    from ddim_bench.apps import sweep
+    from ddim_bench.tracking import runs as tracking_runs
     cfg = compose_sweep([f"checkpoint={ckpt}", f"paths.results_dir={folder}/results", f"hydra.run.dir={folder}/run",
                          f"n_samples={n}", f"sampler.steps={steps}", "sampler.eta=0.0", "grid=none",
                          "logger.wandb.mode=disabled"])
@@ -465,11 +469,11 @@ def peak_rss_mb() -> float:
 def growth_worker(n: int, steps: int, repeats: int) -> dict:
     """One configuration, in its own process: the median sampling time and the peak RSS while sampling."""
     model, x_T = tiny_unet(), noise(n)
-    alphas, taus = diffusion.alphas_cumprod(**SCHEDULE), diffusion.timesteps(1000, steps)
-    diffusion.sample(model, x_T[:8], alphas, taus[:2])  # warm-up on a small batch
+    alphas, taus = ddim.alphas_cumprod(**SCHEDULE), ddim.timesteps(1000, steps)
+    ddim.sample(model, x_T[:8], alphas, taus[:2])  # warm-up on a small batch
     windowed = reset_peak_rss()  # else the peak is the whole process's, imports included
     before = proc_status_mb("VmRSS") or 0.0
-    seconds = [timed(lambda: diffusion.sample(model, x_T, alphas, taus)) for _ in range(repeats)]
+    seconds = [timed(lambda: ddim.sample(model, x_T, alphas, taus)) for _ in range(repeats)]
     peak = peak_rss_mb()
     return {"n": n, "steps": steps, "seconds": statistics.median(seconds), "rss_before_mb": before,
             "peak_rss_mb": peak, "growth_mb": peak - before, "peak_window": "sampling" if windowed else "process"}
@@ -557,7 +561,7 @@ def print_table(rows: list[Row], info: dict, quick: bool) -> None:
 
 
 def write_json(path: str, rows: list[Row], info: dict, settings: Settings, quick: bool) -> None:
-    from ddim_bench.store import atomic_write
+    from ddim_bench.io import atomic_write
     blob = {"quick": quick, "machine": info, "settings": asdict(settings),
             "rows": [{**asdict(r), "status": r.status} for r in rows]}
     atomic_write(path, json.dumps(blob, indent=1, default=list).encode())

@@ -10,9 +10,10 @@ from omegaconf import DictConfig
 from pytorch_lightning.callbacks import EMAWeightAveraging, LearningRateMonitor, ModelCheckpoint
 from pytorch_lightning.loggers import WandbLogger
 
-from ddim_bench import cli, config
-from ddim_bench.callbacks import SampleGrid
-from ddim_bench.module import DiffusionModule
+from ddim_bench import cli
+from ddim_bench import config
+from ddim_bench.training.callbacks import SampleGrid
+from ddim_bench.training.module import DiffusionModule
 
 
 def build_callbacks(cfg: DictConfig, out: str, dm) -> list[pl.Callback]:
@@ -26,7 +27,7 @@ def build_callbacks(cfg: DictConfig, out: str, dm) -> list[pl.Callback]:
     ]
     fid = cfg.callbacks.fid
     if fid.every_n_steps:
-        from ddim_bench.fid_callback import FIDCallback
+        from ddim_bench.training.fid_callback import FIDCallback
         cbs.append(FIDCallback(cfg.metrics, cfg.paths.cache_dir, dm, fid.every_n_steps, fid.n_samples, fid.steps,
                                seed=cfg.seed, batch_size=cfg.sampler.batch_size))
         cbs.append(ModelCheckpoint(dirpath=os.path.join(out, "checkpoints"), filename="best-fid", monitor="val/fid",
@@ -59,7 +60,7 @@ def train(cfg: DictConfig) -> DiffusionModule:
     dm = config.build_datamodule(cfg.data)
     dm.dataset("train")  # a missing dataset root stops here, before anything is written
     if cfg.callbacks.fid.every_n_steps:
-        from ddim_bench.metrics import check_extractor
+        from ddim_bench.evaluation.metrics import check_extractor
         check_extractor(cfg.metrics)
     pl.seed_everything(cfg.seed, workers=True)
     out = cfg.paths.output_dir

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import os
 
-from ddim_bench.tracking import Tracker
+from ddim_bench.tracking.tracker import Tracker
 
 CELL_CONFIG = ("steps", "eta", "variance", "skip", "clip_x0", "n_samples", "seed", "extractor", "reference",
                "reference_split", "reference_n", "checkpoint_sha256", "weights", "key", "sweep", "world_size")
@@ -18,8 +18,8 @@ def cell_name(rec: dict) -> str:
 
 def log_cell(logger_cfg, record: dict, images, results_root: str) -> None:
     """One W&B run (job_type ``eval``, group = the sweep's name) holding the cell's config and numbers."""
-    from ddim_bench.callbacks import save_png
-    from ddim_bench.module import image_grid
+    from ddim_bench.images import save_png
+    from ddim_bench.images import image_grid
     folder = os.path.join(results_root, "runs", record["key"])
     with Tracker(logger_cfg, job_type="eval", group=record["sweep"], name=cell_name(record),
                  config={k: record[k] for k in CELL_CONFIG if k in record}, dir=folder) as tr:
@@ -38,7 +38,7 @@ def series(rec: dict) -> str:
 def log_report(logger_cfg, sweep_name: str, report: dict, results_root: str, extra: dict | None = None) -> None:
     """The report run (job_type ``report``): a table of all cells, FID-vs-S and FID-vs-seconds curves whose
     x-axes are set with ``define_metric``, and the same PNG figures as on disk."""
-    from ddim_bench.report import COLUMNS
+    from ddim_bench.apps.report import COLUMNS
     records = report["records"]
     folder = os.path.join(results_root, "report", "run")
     with Tracker(logger_cfg, job_type="report", group=sweep_name, name=f"report-{sweep_name}",

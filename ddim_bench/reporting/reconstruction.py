@@ -7,7 +7,8 @@ import io
 import json
 import os
 
-from ddim_bench import paper, store
+from ddim_bench import paper
+from ddim_bench.io import atomic_write
 
 RECORD_COLUMNS = ["steps", "mse", "mse_std", "mse_min", "mse_max", "mse_unclamped", "n_images", "split",
                   "skip", "nfe", "encode_seconds", "decode_seconds", "weights", "dataset", "paper_cifar10_mse",
@@ -62,7 +63,7 @@ def write_csv(records: list[dict], path: str) -> None:
     w = csv.writer(buf)
     w.writerow(RECORD_COLUMNS)
     w.writerows([["" if v is None else v for v in row] for row in table_rows(records)])
-    store.atomic_write(path, buf.getvalue().encode())
+    atomic_write(path, buf.getvalue().encode())
 
 
 def mse_figure(records: list[dict], path: str) -> str:
@@ -97,7 +98,7 @@ def report_reconstruction(results_dir: str) -> dict:
         os.makedirs(out, exist_ok=True)
         md = table2_markdown(records)
         paths["table2"] = os.path.join(out, "table2.md")
-        store.atomic_write(paths["table2"], md.encode())
+        atomic_write(paths["table2"], md.encode())
         paths["reconstruction_csv"] = os.path.join(out, "reconstruction.csv")
         write_csv(records, paths["reconstruction_csv"])
         paths["reconstruction_mse"] = mse_figure(records, os.path.join(out, "reconstruction_mse.png"))

@@ -12,9 +12,14 @@ import hydra
 import torch
 from omegaconf import DictConfig
 
-from ddim_bench import checkpoint, cli, config, fast, store
+from ddim_bench.models import checkpoint
+from ddim_bench import cli
+from ddim_bench import config
+from ddim_bench.models import fast
+from ddim_bench.evaluation import store
 from ddim_bench.errors import UserError
-from ddim_bench.generate import Cell, generate, rank_indices
+from ddim_bench.sampling.cell import Cell
+from ddim_bench.sampling.generate import generate, rank_indices
 
 
 def grid_cells(cfg: DictConfig) -> list[Cell]:
@@ -99,7 +104,7 @@ def evaluate_cell(cfg, dist: Dist, model, alphas, cell: Cell, scorer, shape) -> 
     parts = dist.gather((feats, kept, timing, mem))
     if dist.rank != 0:
         return {}
-    from ddim_bench.metrics import concat_features
+    from ddim_bench.evaluation.metrics import concat_features
     batches = sorted(((i, b) for p in parts for i, b in p[0]), key=lambda ib: ib[0][0])
     order = torch.tensor([i for idx, _ in batches for i in idx]).argsort()
     gen = {k: v[order] for k, v in concat_features([b for _, b in batches]).items()}
@@ -115,7 +120,9 @@ def evaluate_cell(cfg, dist: Dist, model, alphas, cell: Cell, scorer, shape) -> 
 
 
 def run_sweep(cfg: DictConfig) -> list[dict]:
-    from ddim_bench import metrics, tracking, tracking_runs
+    from ddim_bench.evaluation import metrics
+    from ddim_bench import tracking
+    from ddim_bench.tracking import runs as tracking_runs
     cells = grid_cells(cfg)
     validate(cfg, cells)
     tracking.validate_mode(cfg.logger.wandb.mode)

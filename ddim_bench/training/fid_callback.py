@@ -8,8 +8,9 @@ from __future__ import annotations
 import pytorch_lightning as pl
 import torch
 
-from ddim_bench.generate import Cell, generate, rank_indices
-from ddim_bench.module import ema_model
+from ddim_bench.sampling.cell import Cell
+from ddim_bench.sampling.generate import generate, rank_indices
+from ddim_bench.training.module import ema_model
 
 
 class FIDCallback(pl.Callback):
@@ -21,7 +22,7 @@ class FIDCallback(pl.Callback):
         self.history: list[tuple[int, float]] = []
 
     def setup(self, trainer, pl_module, stage):
-        from ddim_bench.metrics import Scorer, torchmetrics_fid
+        from ddim_bench.evaluation.metrics import Scorer, torchmetrics_fid
         if stage != "fit" or self.fid is not None:
             return
         scorer = Scorer(self.metrics_cfg, self.cache_dir, device=pl_module.device)

@@ -1,14 +1,13 @@
 """The Lightning wiring for training: ε-prediction MSE on the UNet, Adam, EMA through Lightning."""
 from __future__ import annotations
 
-import math
 
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 
-from ddim_bench import diffusion
-from ddim_bench.unet import UNet
+from ddim_bench.sampling import ddim
+from ddim_bench.models.unet import UNet
 
 
 class DiffusionModule(pl.LightningModule):
@@ -18,7 +17,7 @@ class DiffusionModule(pl.LightningModule):
         super().__init__()
         self.save_hyperparameters()
         self.model = UNet(**model)
-        self.register_buffer("alphas", diffusion.alphas_cumprod(**schedule).float(), persistent=False)
+        self.register_buffer("alphas", ddim.alphas_cumprod(**schedule).float(), persistent=False)
 
     def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         return self.model(x, t)
@@ -50,10 +49,3 @@ def ema_model(trainer: pl.Trainer, pl_module: DiffusionModule) -> torch.nn.Modul
         if isinstance(cb, WeightAveraging) and getattr(cb, "_average_model", None) is not None:
             return cb._average_model.module.model
     return pl_module.model
-
-
-def image_grid(images: torch.Tensor, nrow: int | None = None) -> torch.Tensor:
-    """uint8 [B, 3, H, W] → one uint8 [3, H', W'] grid with a 1-pixel border."""
-    from torchvision.utils import make_grid
-    nrow = nrow or max(1, int(math.sqrt(images.shape[0])))
-    return make_grid(images, nrow=nrow, padding=1, pad_value=255)

@@ -22,7 +22,7 @@ from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY
 from torch_fidelity.utils import cache_lookup_one_recompute_on_miss
 from torchmetrics.image.fid import FrechetInceptionDistance
 
-from ddim_bench.features import (DIGITS, INCEPTION, MissingWeightsError, build_extractor, check_inception_weights,
+from ddim_bench.evaluation.features import (DIGITS, INCEPTION, MissingWeightsError, build_extractor, check_inception_weights,
                                  classifier_settings, digits_settings, extractor_name)
 
 __all__ = ["Scorer", "MissingWeightsError", "check_extractor", "concat_features", "torchmetrics_fid",

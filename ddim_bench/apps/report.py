@@ -10,7 +10,10 @@ import hydra
 import torch
 from omegaconf import DictConfig
 
-from ddim_bench import cli, paper, store
+from ddim_bench import cli
+from ddim_bench import paper
+from ddim_bench.evaluation import store
+from ddim_bench.io import atomic_write
 
 COLUMNS = ["steps", "eta", "variance", "skip", "n_samples", "fid", "is_mean", "is_std", "kid_mean", "kid_std",
            "sec_per_image", "images_per_sec", "nfe", "peak_mem_mb", "consistency_mse", "seconds", "weights",
@@ -49,7 +52,7 @@ def write_csv(records: list[dict], path: str) -> None:
     w.writeheader()
     for r in records:
         w.writerow({c: r.get(c, "") for c in COLUMNS})
-    store.atomic_write(path, buf.getvalue().encode())
+    atomic_write(path, buf.getvalue().encode())
 
 
 def table1_markdown(records: list[dict], dataset: str | None) -> str:
@@ -79,8 +82,8 @@ def figures(records: list[dict], results: store.ResultStore, out: str) -> dict[s
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from ddim_bench.callbacks import save_png
-    from ddim_bench.module import image_grid
+    from ddim_bench.images import save_png
+    from ddim_bench.images import image_grid
     paths = {}
     rows = sorted({row_label(r) for r in records}, key=lambda v: (v == "hat", v if v != "hat" else 0))
     for name, x, xlabel in (("fid_vs_steps", "steps", "steps S"), ("fid_vs_time", "sec_per_image", "s / image")):
@@ -118,7 +121,7 @@ def make_report(results_dir: str, paper_setting: str = "auto") -> dict:
     os.makedirs(out, exist_ok=True)
     write_csv(records, os.path.join(out, "results.csv"))
     md = table1_markdown(records, paper_dataset(records, paper_setting))
-    store.atomic_write(os.path.join(out, "table1.md"), md.encode())
+    atomic_write(os.path.join(out, "table1.md"), md.encode())
     paths = {"csv": os.path.join(out, "results.csv"), "table": os.path.join(out, "table1.md"),
              **figures(records, results, out)}
     return {"records": records, "paths": paths, "markdown": md}
@@ -127,11 +130,11 @@ def make_report(results_dir: str, paper_setting: str = "auto") -> dict:
 @hydra.main(version_base="1.3", config_path=str(cli.CONF_DIR), config_name="report")
 @cli.user_errors
 def _main(cfg: DictConfig) -> None:
-    from ddim_bench.tracking_runs import log_report
+    from ddim_bench.tracking.runs import log_report
     rep = make_report(cfg.results_dir, cfg.paper)
     extra = {}
     if os.path.isdir(os.path.join(cfg.results_dir, "reconstruction")):
-        from ddim_bench.tasks_report import report_reconstruction
+        from ddim_bench.reporting.reconstruction import report_reconstruction
         extra = report_reconstruction(cfg.results_dir)
     log_report(cfg.logger, cfg.sweep_name, rep, cfg.results_dir, extra)
     print(rep["markdown"])

@@ -35,7 +35,7 @@ def file_digest(path: str, algo: str = "sha256") -> str:
 
 
 def _official_keys() -> set[str]:
-    from ddim_bench.unet import UNet
+    from ddim_bench.models.unet import UNet
     with torch.device("meta"):
         return set(UNet(**OFFICIAL_CIFAR10_MODEL).state_dict())
 
@@ -75,7 +75,7 @@ def load(path: str, weights: str = "ema") -> Loaded:
 
 
 def build_model(loaded: Loaded, device="cpu") -> torch.nn.Module:
-    from ddim_bench.unet import UNet
+    from ddim_bench.models.unet import UNet
     model = UNet(**loaded.model)
     try:
         model.load_state_dict(loaded.state_dict, strict=True)

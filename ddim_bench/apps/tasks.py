@@ -21,9 +21,14 @@ import hydra
 import torch
 from omegaconf import DictConfig
 
-from ddim_bench import checkpoint, cli, config, diffusion, store
+from ddim_bench.models import checkpoint
+from ddim_bench import cli
+from ddim_bench import config
+from ddim_bench.sampling import ddim
+from ddim_bench.evaluation import store
 from ddim_bench.errors import UserError
-from ddim_bench.tasks_report import RECORD_COLUMNS, reconstruction_records, report_reconstruction  # noqa: F401
+from ddim_bench.reporting.reconstruction import RECORD_COLUMNS, reconstruction_records, report_reconstruction  # noqa: F401
+from ddim_bench.io import atomic_write
 
 STRIP_IMAGES = 8
 # --------------------------------------------------------------------------- validation
@@ -43,8 +48,8 @@ def check_config(cfg: DictConfig) -> None:
     rec, interp = cfg.reconstruction, cfg.interpolation
     if not rec.enabled and not interp.enabled:
         raise UserError("reconstruction.enabled and interpolation.enabled are both false; nothing to do")
-    if cfg.sampler.skip not in diffusion.SKIPS:
-        raise UserError(f"sampler.skip={cfg.sampler.skip} must be one of {', '.join(diffusion.SKIPS)}")
+    if cfg.sampler.skip not in ddim.SKIPS:
+        raise UserError(f"sampler.skip={cfg.sampler.skip} must be one of {', '.join(ddim.SKIPS)}")
     if rec.enabled:
         if not isinstance(rec.n_images, int) or rec.n_images < 1:
             raise UserError(f"reconstruction.n_images={rec.n_images} must be an integer >= 1")
@@ -84,14 +89,14 @@ def _to_unit(x: torch.Tensor) -> torch.Tensor:
 
 
 def _rgb(x: torch.Tensor) -> torch.Tensor:
-    from ddim_bench.data import to_uint8_rgb
+    from ddim_bench.images import to_uint8_rgb
     return to_uint8_rgb(x.float()).cpu()
 
 
 def _save_grid(images: torch.Tensor, nrow: int, path: str) -> str:
     """Save [−1, 1] images as one PNG grid of ``nrow`` images per row."""
-    from ddim_bench.callbacks import save_png
-    from ddim_bench.module import image_grid
+    from ddim_bench.images import save_png
+    from ddim_bench.images import image_grid
     save_png(image_grid(_rgb(images), nrow=nrow), path)
     return path
 
@@ -124,8 +129,8 @@ def reconstruct(model, images: torch.Tensor, alphas: torch.Tensor, taus: list[in
     outs, enc_s, dec_s = [], 0.0, 0.0
     for b in range(0, len(images), batch_size):
         x0 = images[b:b + batch_size].to(device)
-        x_T, t_enc = _timed(lambda: diffusion.encode(model, x0, alphas, taus), device)
-        rec, t_dec = _timed(lambda: diffusion.sample(model, x_T, alphas, taus, eta=0.0), device)
+        x_T, t_enc = _timed(lambda: ddim.encode(model, x0, alphas, taus), device)
+        rec, t_dec = _timed(lambda: ddim.sample(model, x_T, alphas, taus, eta=0.0), device)
         outs.append(rec.cpu())
         enc_s, dec_s = enc_s + t_enc, dec_s + t_dec
     return torch.cat(outs), enc_s, dec_s
@@ -161,15 +166,15 @@ def run_reconstruction(cfg, model, alphas, steps: list[int], images, loaded, sch
                 out.append(json.load(f))
             _log(f"reconstruction S={S}: already done ({path})")
             continue
-        taus = diffusion.timesteps(alphas.numel(), S, skip)
+        taus = ddim.timesteps(alphas.numel(), S, skip)
         recs, enc_s, dec_s = reconstruct(model, images, alphas, taus, int(rc.batch_size), device)
         k = min(STRIP_IMAGES, len(images))
         _save_grid(torch.cat([images[:k], recs[:k].clamp(-1, 1)]), k, os.path.join(folder, f"{key}.png"))
         record = {**fields, **reconstruction_errors(images, recs), "key": key, "strip": f"{key}.png",
-                  "nfe": diffusion.model_calls(taus), "encode_seconds": enc_s, "decode_seconds": dec_s,
+                  "nfe": ddim.model_calls(taus), "encode_seconds": enc_s, "decode_seconds": dec_s,
                   "device": str(device), "sweep": cfg.sweep_name, "checkpoint": loaded.info,
                   "dataset": data_key.split("|")[0], "created": time.strftime("%Y-%m-%dT%H:%M:%S")}
-        store.atomic_write(path, json.dumps(record, indent=1, sort_keys=True).encode())  # record last
+        atomic_write(path, json.dumps(record, indent=1, sort_keys=True).encode())  # record last
         _log(f"reconstruction S={S}: MSE {record['mse']:.3g} ± {record['mse_std']:.2g} over {len(images)} "
              f"images, encode {enc_s:.2f} s, decode {dec_s:.2f} s")
         out.append(record)
@@ -181,7 +186,7 @@ def run_reconstruction(cfg, model, alphas, steps: list[int], images, loaded, sch
 
 def log_reconstruction(cfg, folder: str, records: list[dict]) -> None:
     """One W&B run (job_type ``reconstruction``): MSE against S, the strips and a table of the new records."""
-    from ddim_bench.tracking import Tracker
+    from ddim_bench.tracking.tracker import Tracker
     cols = [c for c in RECORD_COLUMNS if c != "paper_cifar10_mse"]
     with Tracker(cfg.logger, job_type="reconstruction", group=cfg.sweep_name,
                  name=f"reconstruction-{cfg.sweep_name}", config=config.plain(cfg.reconstruction),
@@ -200,16 +205,16 @@ def log_reconstruction(cfg, folder: str, records: list[dict]) -> None:
 # --------------------------------------------------------------------------- interpolation
 def interpolation_latents(seed: int, pairs: int, points: int, shape, device) -> torch.Tensor:
     """[pairs, points, C, H, W]: slerp from x_T of sample 2p to that of sample 2p+1 (sweep seeding)."""
-    from ddim_bench.generate import generators, initial_noise
+    from ddim_bench.sampling.generate import generators, initial_noise
     ends = initial_noise(generators(seed, range(2 * pairs), device), shape, device)
     z0, z1 = ends[0::2], ends[1::2]
-    path = [diffusion.slerp(z0, z1, a) for a in torch.linspace(0, 1, points, dtype=torch.float64).tolist()]
+    path = [ddim.slerp(z0, z1, a) for a in torch.linspace(0, 1, points, dtype=torch.float64).tolist()]
     return torch.stack(path, dim=1)
 
 
 def decode(model, x_T: torch.Tensor, alphas, taus, batch_size: int) -> torch.Tensor:
     """η = 0 decoding of ``x_T`` in batches; returns CPU images in [−1, 1]."""
-    return torch.cat([diffusion.sample(model, x_T[b:b + batch_size], alphas, taus, eta=0.0).clamp(-1, 1).cpu()
+    return torch.cat([ddim.sample(model, x_T[b:b + batch_size], alphas, taus, eta=0.0).clamp(-1, 1).cpu()
                       for b in range(0, len(x_T), batch_size)])
 
 
@@ -221,7 +226,7 @@ def run_interpolation(cfg, model, alphas, steps: list[int], shape, device) -> di
     z = interpolation_latents(int(ic.seed), pairs, points, shape, device).flatten(0, 1)
     grids, paths = {}, {}
     for S in steps:
-        taus = diffusion.timesteps(alphas.numel(), S, cfg.sampler.skip)
+        taus = ddim.timesteps(alphas.numel(), S, cfg.sampler.skip)
         imgs, secs = _timed(lambda: decode(model, z, alphas, taus, int(cfg.sampler.batch_size)), device)
         grids[S] = imgs.view(pairs, points, *shape)
         paths[f"S{S}"] = _save_grid(imgs, points, os.path.join(folder, f"S{S}.png"))
@@ -234,7 +239,7 @@ def run_interpolation(cfg, model, alphas, steps: list[int], shape, device) -> di
 
 def log_interpolation(cfg, folder: str, steps: list[int], paths: dict[str, str]) -> None:
     """One W&B run (job_type ``interpolation``) holding the grids."""
-    from ddim_bench.tracking import Tracker
+    from ddim_bench.tracking.tracker import Tracker
     ic = cfg.interpolation
     with Tracker(cfg.logger, job_type="interpolation", group=cfg.sweep_name,
                  name=f"interpolation-{cfg.sweep_name}", config=config.plain(ic),

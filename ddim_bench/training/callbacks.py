@@ -7,18 +7,9 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.utilities import rank_zero_only
 
-from ddim_bench import diffusion
-from ddim_bench.data import to_uint8_rgb
-from ddim_bench.module import ema_model, image_grid
-
-
-def save_png(grid: torch.Tensor, path: str) -> None:
-    """Write a uint8 [3, H, W] image atomically."""
-    from PIL import Image
-    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    tmp = f"{path}.tmp.png"
-    Image.fromarray(grid.permute(1, 2, 0).cpu().numpy()).save(tmp)
-    os.replace(tmp, path)
+from ddim_bench.sampling import ddim
+from ddim_bench.images import image_grid, save_png, to_uint8_rgb
+from ddim_bench.training.module import ema_model
 
 
 class SampleGrid(pl.Callback):
@@ -43,10 +34,10 @@ class SampleGrid(pl.Callback):
         res, ch = pl_module.hparams.model["resolution"], pl_module.hparams.model["in_channels"]
         g = torch.Generator().manual_seed(self.seed)
         x_T = torch.randn(self.n, ch, res, res, generator=g).to(pl_module.device)
-        taus = diffusion.timesteps(pl_module.alphas.numel(), min(self.steps, pl_module.alphas.numel()))
+        taus = ddim.timesteps(pl_module.alphas.numel(), min(self.steps, pl_module.alphas.numel()))
         was_training = model.training
         model.eval()
-        x0 = diffusion.sample(model, x_T, pl_module.alphas, taus)
+        x0 = ddim.sample(model, x_T, pl_module.alphas, taus)
         model.train(was_training)
         path = os.path.join(self.dirpath, f"step_{step:07d}.png")
         save_png(image_grid(to_uint8_rgb(x0)), path)

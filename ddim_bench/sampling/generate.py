@@ -7,29 +7,11 @@ from __future__ import annotations
 
 import sys
 import time
-from dataclasses import dataclass
-
 import torch
 
-from ddim_bench import diffusion
-from ddim_bench.data import to_uint8_rgb
-
-
-@dataclass(frozen=True)
-class Cell:
-    steps: int
-    eta: float
-    variance: str = "eta"
-    skip: str = "uniform"
-    clip_x0: bool = False
-
-    @property
-    def deterministic(self) -> bool:
-        return self.variance == "eta" and self.eta == 0
-
-    def label(self) -> str:
-        v = "σ̂" if self.variance == "hat" else f"η={self.eta:g}"
-        return f"S={self.steps} {v} {self.skip}"
+from ddim_bench.sampling import ddim
+from ddim_bench.images import to_uint8_rgb
+from ddim_bench.sampling.cell import Cell
 
 
 def sample_seed(base: int, index: int) -> int:
@@ -56,13 +38,13 @@ def rank_indices(n: int, rank: int, world: int) -> list[int]:
 def generate(model, alphas, cell: Cell, indices, shape, seed: int, batch_size: int, device,
              on_batch=None, log_prefix: str = "") -> dict:
     """Sample ``indices``; ``on_batch(images_uint8, idx)`` sees each batch. Returns timing figures."""
-    taus = diffusion.timesteps(alphas.numel(), cell.steps, cell.skip)
+    taus = ddim.timesteps(alphas.numel(), cell.steps, cell.skip)
     stochastic = not cell.deterministic
 
     def run(idx):
         gens = generators(seed, idx, device)
         x_T = initial_noise(gens, shape, device)
-        return diffusion.sample(model, x_T, alphas, taus, eta=cell.eta, variance=cell.variance,
+        return ddim.sample(model, x_T, alphas, taus, eta=cell.eta, variance=cell.variance,
                                 clip_x0=cell.clip_x0, generator=gens if stochastic else None)
 
     if indices:  # warm-up batch, not timed
@@ -82,7 +64,7 @@ def generate(model, alphas, cell: Cell, indices, shape, seed: int, batch_size: i
               end="", file=sys.stderr, flush=True)
     if indices:
         print(file=sys.stderr, flush=True)
-    return {"seconds": seconds, "images": done, "nfe": diffusion.model_calls(taus)}
+    return {"seconds": seconds, "images": done, "nfe": ddim.model_calls(taus)}
 
 
 def sync(device) -> None:

@@ -14,14 +14,9 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
 from ddim_bench.errors import UserError
+from ddim_bench.images import to_uint8_rgb
 
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
-
-
-def to_uint8_rgb(x: torch.Tensor) -> torch.Tensor:
-    """[−1, 1] float images [B, C, H, W] → uint8 [B, 3, H, W] (grey repeated to three channels)."""
-    x = ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
-    return x.expand(-1, 3, -1, -1) if x.shape[1] == 1 else x
 
 
 class ImageView(Dataset):
