@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 OUT ?= outputs/demo
 
-.PHONY: demo test perf clean
+.PHONY: demo demo-samplers test perf clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -12,19 +12,46 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q -e '.[dev]'
 	touch $@
 
+BIN := $(VENV)/bin
+CKPT = checkpoint=$(OUT)/train/checkpoints/last.ckpt
+DEMO = experiment=digits sweep_name=demo paths.results_dir=$(OUT)/results
+
+# The main job: train the tiny digits UNet, sweep S x eta (+ sigma-hat) over three seed blocks with bootstrap
+# intervals, the inversion tasks, and the report with Table 1, the claims table and the figures.
 demo: $(VENV)/.installed
-	$(VENV)/bin/ddim-bench-train experiment=digits hydra.run.dir=$(OUT)/train
-	$(VENV)/bin/ddim-bench-sweep experiment=digits sweep_name=demo checkpoint=$(OUT)/train/checkpoints/last.ckpt \
-		paths.results_dir=$(OUT)/results hydra.run.dir=$(OUT)/sweep
-	$(VENV)/bin/ddim-bench-tasks experiment=digits sweep_name=demo checkpoint=$(OUT)/train/checkpoints/last.ckpt \
-		paths.results_dir=$(OUT)/results hydra.run.dir=$(OUT)/tasks
-	$(VENV)/bin/ddim-bench-report sweep_name=demo results_dir=$(OUT)/results hydra.run.dir=$(OUT)/report
+	$(BIN)/ddim-bench-train experiment=digits hydra.run.dir=$(OUT)/train
+	$(BIN)/ddim-bench-sweep $(DEMO) $(CKPT) 'seeds=[0,1,2]' hydra.run.dir=$(OUT)/sweep
+	$(BIN)/ddim-bench-reconstruct $(DEMO) $(CKPT) hydra.run.dir=$(OUT)/reconstruct
+	$(BIN)/ddim-bench-interpolate $(DEMO) $(CKPT) hydra.run.dir=$(OUT)/interpolate
+	$(BIN)/ddim-bench-report sweep_name=demo results_dir=$(OUT)/results hydra.run.dir=$(OUT)/report
+	@echo "tables, claims and figures: $(OUT)/results/report/   W&B runs (offline): $(OUT)/results/runs/ and $(OUT)/train/wandb/"
+
+# DDIM against the samplers that followed it, on the demo's checkpoint (run `make demo` first): equal model calls,
+# the same seed blocks; FID vs NFE in $(OUT)/samplers/report/.
+demo-samplers: $(VENV)/.installed
+	$(BIN)/ddim-bench-sweep experiment=digits grid=samplers sweep_name=samplers $(CKPT) 'seeds=[0,1,2]' \
+		paths.results_dir=$(OUT)/samplers hydra.run.dir=$(OUT)/samplers-run
+	$(BIN)/ddim-bench-report sweep_name=samplers results_dir=$(OUT)/samplers hydra.run.dir=$(OUT)/samplers-report
 
 test: $(VENV)/.installed
 	$(PY) -m pytest -q -rs tests
 
 perf: $(VENV)/.installed
-	$(PY) benchmarks/perf.py
+	$(PY) benchmarks/run_all.py
 
 clean:
 	rm -rf outputs .cache
+
+# The GPU check (benchmarks/gpu_check.py): on a machine with CUDA the full run (under 8 minutes on an H100),
+# elsewhere its small CPU version.  On the lent GPU machine (no venv, no internet) run
+# `GPU_CHECK_OUT=<folder> bash benchmarks/gpu_setup.sh` instead, after `make gpu-wheels` here.
+.PHONY: gpu-check gpu-wheels
+GPU_CHECK_OUT ?= outputs/gpu-check
+gpu-check: $(VENV)/.installed
+	$(PY) benchmarks/gpu_check.py --out $(GPU_CHECK_OUT) $$($(PY) -c "import torch; print('' if torch.cuda.is_available() else '--quick')")
+
+# Wheels of what the GPU machine lacks, for its Python (cp312, manylinux x86-64), into .whl/ (ignored by git).
+# GPU_TORCHVISION=<version matching its torch> adds torchvision, which torch-fidelity needs, if it lacks that too.
+GPU_TORCHVISION ?=
+gpu-wheels: $(VENV)/.installed
+	$(PY) -m benchmarks.gpucheck_wheels --dest .whl $(if $(GPU_TORCHVISION),--torchvision $(GPU_TORCHVISION))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -82,22 +83,93 @@ def check_group_overrides(argv: list[str]) -> None:
                 fail(f"{key}={option} is not a known option; choose one of: {', '.join(choices)}")
 
 
-def user_errors(task):
-    """Wrap a Hydra task function: a ``UserError``/``ValueError`` becomes one line and exit status 2."""
-    @functools.wraps(task)
-    def wrapper(cfg):
-        from omegaconf.errors import OmegaConfBaseException
-        from ddim_bench.errors import UserError
-        try:
-            return task(cfg)
-        except (UserError, ValueError, FileNotFoundError, OmegaConfBaseException) as err:
-            if os.environ.get("DDIM_BENCH_TRACEBACK"):
-                raise
-            fail(str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__)
-    return wrapper
+def app(schema_cls):
+    """Wrap a Hydra task function: the config is validated against ``schema_cls`` (types, unknown keys, ranges)
+    and the task gets the typed config; a ``UserError``/``ValueError`` becomes one line and exit status 2."""
+    def decorate(task):
+        @functools.wraps(task)
+        def wrapper(cfg):
+            from omegaconf.errors import OmegaConfBaseException
+            from ddim_bench.errors import UserError
+            try:
+                from ddim_bench.validation import validate
+                typed = validate(cfg, schema_cls)
+                quiet_srun_warning(typed)
+                return task(typed)
+            except (UserError, ValueError, FileNotFoundError, OmegaConfBaseException) as err:
+                if os.environ.get("DDIM_BENCH_TRACEBACK"):
+                    raise
+                fail(str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__)
+        return wrapper
+    return decorate
 
 
-def run_hydra(hydra_main) -> None:
-    """Console-script body: validate group options, then hand over to Hydra."""
+def is_multirun() -> bool:
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+
+
+def overridden(group: str) -> set[str]:
+    """Keys of ``group`` the user set on the command line (``group=option`` counts as all of them)."""
+    from hydra.core.hydra_config import HydraConfig
+    if not HydraConfig.initialized():
+        return set()
+    keys = set()
+    for o in HydraConfig.get().overrides.task:
+        key = o.split("=", 1)[0].lstrip("+~")
+        if key == group:
+            keys.add("*")
+        elif key.startswith(group + "."):
+            keys.add(key[len(group) + 1:])
+    return keys
+
+
+def check_secrets(argv: list[str]) -> None:
+    """A secret on the command line would land in Hydra's .hydra/*.yaml files: refuse it before Hydra starts."""
+    from ddim_bench.tracking.settings import is_secret_key
+    api_key = os.environ.get("WANDB_API_KEY", "")
+    for arg in argv:
+        key = arg.split("=", 1)[0].lstrip("+~")
+        if "=" in arg and (is_secret_key(key.split(".")[-1]) or (api_key and api_key in arg)):
+            fail(f"{key} looks like a secret and would be written to the run's .hydra/ files; "
+                 f"put it in the environment instead (WANDB_API_KEY)")
+
+
+def run_hydra(hydra_main, config_name: str) -> None:
+    """Console-script body: validate group options, refuse secrets and bad overrides, then hand over to Hydra."""
     check_group_overrides(sys.argv[1:])
+    check_secrets(sys.argv[1:])
+    check_composes(config_name, sys.argv[1:])
     hydra_main()
+
+
+def check_composes(config_name: str, argv: list[str]) -> None:
+    """Compose the config once before Hydra does, so that an override Hydra rejects (an unknown key without
+    ``+``, a malformed value) is one line too.  Multirun sweeps and Hydra's own flags are left to Hydra."""
+    if any(a.startswith("-") for a in argv):
+        return
+    from hydra import compose, initialize_config_dir
+    from hydra.errors import HydraException
+    try:
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+            compose(config_name, overrides=[a for a in argv if not a.startswith("hydra.")])
+    except HydraException as err:
+        lines = [ln.strip() for ln in str(err).strip().splitlines() if ln.strip()]
+        missing = re.match(r"Could not override '([^']+)'", lines[0]) if lines else None
+        if missing:
+            key = missing.group(1)
+            fail(f"{key} is not in the config; check the spelling (settings are listed in ddim_bench/schema.py), "
+                 f"or add a key the target accepts with +{key}=...")
+        fail(" ".join(lines[:2]) if lines else type(err).__name__)
+
+
+def quiet_srun_warning(cfg) -> None:
+    """Lightning's "srun is available but not used" helps only a multi-process run outside srun: silence it
+    for single-process runs."""
+    import warnings
+    node = cfg.get("trainer") or cfg.get("eval")
+    devices = node.get("devices", 1) if node is not None else 1
+    world = (devices if isinstance(devices, int) else 2) * int(node.get("num_nodes", 1) if node is not None else 1)
+    if world == 1:
+        warnings.filterwarnings("ignore", message=".*srun. command is available on your system but is not used")

@@ -1,60 +1,56 @@
-"""Turning Hydra configs into objects, with one-line errors that name the bad key."""
+"""Objects built from a validated config: the α schedule, the DataModule (``_target_``), the UNet's arguments."""
 from __future__ import annotations
 
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from ddim_bench.sampling import ddim
 from ddim_bench.errors import UserError
+from ddim_bench.sampling import ddim
 
 
-def plain(cfg) -> dict:
-    return OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
+def plain(cfg):
+    """OmegaConf containers → plain dicts/lists (resolved); anything else unchanged."""
+    if isinstance(cfg, (DictConfig, ListConfig)):
+        return OmegaConf.to_container(cfg, resolve=True)
+    return cfg if not isinstance(cfg, dict) else dict(cfg)
 
 
-def check_sampler(sampler, num_timesteps: int) -> None:
-    """Validate ``sampler.*`` against the diffusion's T."""
-    steps = sampler.steps
-    if not isinstance(steps, int) or not 1 <= steps <= num_timesteps:
-        raise UserError(f"sampler.steps={steps} must be an integer in [1, diffusion.num_timesteps={num_timesteps}]")
-    if not isinstance(sampler.eta, (int, float)) or sampler.eta < 0:
-        raise UserError(f"sampler.eta={sampler.eta} must be a number >= 0 (0 = DDIM, 1 = DDPM)")
-    if sampler.skip not in ddim.SKIPS:
-        raise UserError(f"sampler.skip={sampler.skip} must be one of {', '.join(ddim.SKIPS)}")
-    if sampler.variance not in ddim.VARIANCES:
-        raise UserError(f"sampler.variance={sampler.variance} must be one of {', '.join(ddim.VARIANCES)}")
-    if int(sampler.batch_size) < 1:
-        raise UserError(f"sampler.batch_size={sampler.batch_size} must be >= 1")
-
-
-def build_alphas(cfg_diffusion) -> torch.Tensor:
-    d = plain(cfg_diffusion)
-    if d["schedule"] not in ddim.SCHEDULES:
-        raise UserError(f"diffusion.schedule={d['schedule']} must be one of {', '.join(ddim.SCHEDULES)}")
-    if not isinstance(d["num_timesteps"], int) or d["num_timesteps"] < 1:
-        raise UserError(f"diffusion.num_timesteps={d['num_timesteps']} must be a positive integer")
-    return ddim.alphas_cumprod(**d)
+def build_alphas(schedule) -> torch.Tensor:
+    """ᾱ_t of a ``diffusion`` config or a checkpoint's stored schedule (keys as in conf/diffusion/*.yaml)."""
+    return ddim.alphas_cumprod(**plain(schedule))
 
 
 def build_datamodule(cfg_data):
-    from ddim_bench.data import modules
-    kinds = {"digits": modules.DigitsDataModule, "cifar10": modules.Cifar10DataModule,
-             "image_folder": modules.ImageFolderDataModule}
+    """``hydra.utils.instantiate`` of ``data._target_`` with the group's other keys (``name``/``channels`` describe
+    it and are checked against the class)."""
+    from hydra.errors import InstantiationException
+    from hydra.utils import instantiate
     d = plain(cfg_data)
-    name = d.pop("name")
-    d.pop("channels", None)
-    if d.get("root", "") == "???" or ("root" in d and d["root"] is None):
-        raise UserError(f"data.root is not set; pass data.root=/path/to/{name}")
-    if name not in kinds:
-        raise UserError(f"data.name={name} must be one of {', '.join(kinds)}")
-    return kinds[name](**d)
+    name, channels = d.pop("name", None), d.pop("channels", None)
+    try:
+        dm = instantiate(d)
+    except InstantiationException as err:
+        cause = err.__cause__ or err
+        if isinstance(cause, UserError):
+            raise cause from None
+        raise UserError(f"data={name}: {str(cause).strip().splitlines()[0]}") from None
+    if channels is not None and getattr(dm, "channels", channels) != channels:
+        raise UserError(f"data.channels={channels} but data={name} has {dm.channels}-channel images; "
+                        f"drop the override")
+    return dm
 
 
-def check_training(cfg) -> None:
-    if cfg.optim.lr <= 0:
-        raise UserError(f"optim.lr={cfg.optim.lr} must be > 0")
-    if not 0 <= cfg.ema.decay < 1:
-        raise UserError(f"ema.decay={cfg.ema.decay} must be in [0, 1)")
-    if cfg.trainer.max_steps is None or cfg.trainer.max_steps < 1:
-        raise UserError(f"trainer.max_steps={cfg.trainer.max_steps} must be >= 1")
-    check_sampler(cfg.sampler, cfg.diffusion.num_timesteps)
+def image_shape(reference, dm) -> tuple[int, int, int]:
+    """[C, H, W] of the model-side images of a DataModule (its reference set holds uint8 RGB copies)."""
+    if len(reference) == 0:
+        raise UserError(f"data={dm.name} has no images in this split; choose another split or dataset")
+    item = reference[0]
+    _, h, w = (item[0] if isinstance(item, (tuple, list)) else item).shape
+    return (dm.channels, h, w)
+
+
+def unet_kwargs(cfg_model) -> dict:
+    """The UNet's keyword arguments (the model group without its ``_target_``), as checkpoints store them."""
+    d = plain(cfg_model)
+    d.pop("_target_", None)
+    return d

@@ -1,4 +1,5 @@
-"""Shared fixtures: a small digits model trained once per session through the real CLI."""
+"""Shared fixtures: the project's console scripts (``cli``), composed and validated app configs (``compose``), and
+a small digits model trained once per session through the real CLI (``trained``)."""
 import os
 import subprocess
 import sys
@@ -17,15 +18,57 @@ sys.path.insert(0, str(Path(__file__).parent))
 from slurm_cluster import slurm_cluster  # noqa: E402,F401  (session fixture: a real local SLURM)
 
 TRAIN_STEPS = 400
+APPS = {"train": "TrainApp", "sweep": "SweepApp", "report": "ReportApp", "reconstruct": "ReconstructApp",
+        "interpolate": "InterpolateApp"}
 
 
-def cli(name: str, *overrides: str, env: dict | None = None, timeout: int = 900, check: bool = True):
-    """Run one of the project's console scripts; returns the CompletedProcess."""
+def run_cli(name: str, *overrides: str, env: dict | None = None, timeout: int = 900, check: bool = True):
     proc = subprocess.run([str(BIN / name), *overrides], capture_output=True, text=True, timeout=timeout,
                           env={**os.environ, **(env or {})}, cwd=ROOT)
     if check and proc.returncode != 0:
         raise AssertionError(f"{name} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
     return proc
+
+
+@pytest.fixture(scope="session")
+def cli():
+    """``cli(name, *overrides, env=None, timeout=900, check=True)``: run a console script, return the process."""
+    return run_cli
+
+
+@pytest.fixture(scope="session")
+def bin_dir():
+    return BIN
+
+
+@pytest.fixture(scope="session")
+def root_dir():
+    return ROOT
+
+
+def compose_app(app: str, *overrides: str, typed: bool = True):
+    """The app's config as Hydra composes it (HydraConfig set, as inside the app), validated by its schema."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.hydra_config import HydraConfig
+
+    from ddim_bench import cli as app_cli, schema
+    from ddim_bench.validation import validate
+    with initialize_config_dir(config_dir=str(app_cli.CONF_DIR), version_base="1.3"):
+        cfg = compose(app, overrides=list(overrides), return_hydra_config=True)
+    cfg.hydra.runtime.output_dir = cfg.hydra.run.dir  # what Hydra sets when it runs the app
+    HydraConfig.instance().set_config(cfg)
+    if not typed:
+        return cfg
+    from omegaconf import OmegaConf, open_dict
+    with open_dict(cfg):
+        del cfg["hydra"]
+    return validate(OmegaConf.create(OmegaConf.to_container(cfg)), getattr(schema, APPS[app]))
+
+
+@pytest.fixture(scope="session")
+def compose():
+    """``compose(app, *overrides, typed=True)``: the composed (and validated) config of an app."""
+    return compose_app
 
 
 @pytest.fixture(scope="session")
@@ -39,9 +82,14 @@ def cache_dir(tmp_path_factory):
 def trained(tmp_path_factory, cache_dir):
     """A tiny UNet trained on digits for TRAIN_STEPS steps, W&B offline: the run folder."""
     out = tmp_path_factory.mktemp("train")
-    cli("ddim-bench-train", f"hydra.run.dir={out}", f"trainer.max_steps={TRAIN_STEPS}",
-        "trainer.enable_progress_bar=false", "callbacks.checkpoint_every_n_steps=200",
-        "callbacks.sample_grid.every_n_steps=200", "callbacks.sample_grid.steps=10", "logger.wandb.mode=offline",
-        "callbacks.fid.every_n_steps=200", "callbacks.fid.n_samples=64", "callbacks.fid.steps=10")
+    run_cli("ddim-bench-train", f"hydra.run.dir={out}", f"trainer.max_steps={TRAIN_STEPS}",
+            "trainer.enable_progress_bar=false", "callbacks.checkpoint_every_n_steps=200",
+            "callbacks.sample_grid.every_n_steps=200", "callbacks.sample_grid.steps=10", "logger.wandb.mode=offline",
+            "callbacks.fid.every_n_steps=200", "callbacks.fid.n_samples=64", "callbacks.fid.steps=10")
     assert (out / "checkpoints" / "last.ckpt").is_file()
     return out
+
+
+@pytest.fixture(scope="session")
+def train_steps():
+    return TRAIN_STEPS

@@ -1,71 +1,97 @@
-"""The benchmark sweep end to end on the embedded digits: records, caches, resume, 1 vs 2 processes, report."""
-import csv
+"""The benchmark sweep end to end on the embedded digits: records, caches, seed blocks, resume, 1 vs 2 processes."""
 import json
 import subprocess
 import time
 
 import pytest
 import torch
-from conftest import BIN, ROOT, cli
-from hydra import compose, initialize_config_dir
-from hydra.core.hydra_config import HydraConfig
 
-from ddim_bench import cli as app_cli
-from ddim_bench.evaluation import metrics
-from ddim_bench.apps import report
-from ddim_bench.evaluation import store
 from ddim_bench.apps import sweep
+from ddim_bench.evaluation import metrics, store
+from ddim_bench.evaluation.record import cell_key, key_fields
+from ddim_bench.sampling.cell import Cell, cells_from_config
 
 N = 40
 
 
-def compose_sweep(results, ckpt, *overrides):
-    with initialize_config_dir(config_dir=str(app_cli.CONF_DIR), version_base="1.3"):
-        cfg = compose("sweep", overrides=[f"checkpoint={ckpt}", f"paths.results_dir={results}", f"n_samples={N}",
-                                          f"hydra.run.dir={results}/run", "logger.wandb.mode=disabled",
-                                          *overrides], return_hydra_config=True)
-    HydraConfig.instance().set_config(cfg)
-    return cfg
+@pytest.fixture
+def sweep_cfg(compose, trained):
+    def make(results, *overrides, ckpt=None):
+        ckpt = ckpt or trained / "checkpoints" / "last.ckpt"
+        return compose("sweep", f"checkpoint={ckpt}", f"paths.results_dir={results}", f"n_samples={N}",
+                       f"hydra.run.dir={results}/run", "logger.wandb.mode=disabled", "metrics.bootstrap.replicates=20",
+                       *overrides)
+    return make
 
 
 def records(results):
-    return {(r["steps"], r["eta"], r["variance"]): r for r in store.ResultStore(str(results)).records()}
+    return {(r["steps"], r["eta"], r["variance"], r["seed"]): r for r in store.ResultStore(str(results)).records()}
 
 
-def test_sweep_writes_one_record_per_cell_and_reuses_reference_features(trained, tmp_path):
-    ckpt = trained / "checkpoints" / "last.ckpt"
+def test_sweep_writes_one_record_per_cell_and_seed_and_reuses_reference_features(sweep_cfg, tmp_path):
     before, cache = metrics.REFERENCE_COMPUTATIONS, f"paths.cache_dir={tmp_path / 'cache'}"
-    sweep.run_sweep(compose_sweep(tmp_path / "a", ckpt, "grid.steps=[5,10]", "grid.eta=[0.0]", "grid.hat=false",
-                                  cache))
+    sweep.run_sweep(sweep_cfg(tmp_path / "a", "grid.steps=[5,10]", "grid.eta=[0.0]", "grid.hat=false",
+                              "seeds=[0,1]", cache))
     assert metrics.REFERENCE_COMPUTATIONS == before + 1
-    sweep.run_sweep(compose_sweep(tmp_path / "b", ckpt, "grid.steps=[5]", "grid.eta=[1.0]", "grid.hat=false",
-                                  cache))
+    sweep.run_sweep(sweep_cfg(tmp_path / "b", "grid.steps=[5]", "grid.eta=[1.0]", "grid.hat=false", cache))
     assert metrics.REFERENCE_COMPUTATIONS == before + 1, "the second sweep must reuse the cached reference"
     recs = records(tmp_path / "a")
-    assert set(recs) == {(5, 0.0, "eta"), (10, 0.0, "eta")}
+    assert set(recs) == {(s, 0.0, "eta", seed) for s in (5, 10) for seed in (0, 1)}
+    results = store.ResultStore(str(tmp_path / "a"))
     for r in recs.values():
         assert r["n_samples"] == N and r["reference_n"] == 1500 and r["extractor"].startswith("digits")
-        assert r["nfe"] == r["steps"] and r["fid"] > 0 and r["kid_std"] >= 0 and r["is_mean"] >= 1
+        assert r["nfe"] == r["steps"] and r["fid"] > 0 and r["is_mean"] >= 1
+        assert r["fid_lo"] <= r["fid"] <= r["fid_hi"] and r["ci_replicates"] == 20
         assert r["sec_per_image"] == pytest.approx(r["seconds"] / N)
         assert r["checkpoint"]["weights"] == "ema" and r["checkpoint"]["sha256"] == r["checkpoint_sha256"]
-        assert store.ResultStore(str(tmp_path / "a")).samples(r["key"]).shape == (N, 3, 8, 8)
+        assert results.samples(r["key"]).shape == (N, 3, 8, 8)
+        assert results.load_file(r["key"], ".features.pt")["64"].dtype == torch.float16
+    # one seed block shares x_T across cells; another block starts elsewhere
+    s5, s10 = results.samples(recs[(5, 0.0, "eta", 0)]["key"]), results.samples(recs[(10, 0.0, "eta", 0)]["key"])
+    other = results.samples(recs[(5, 0.0, "eta", 1)]["key"])
+    assert (s5.float() - s10.float()).abs().mean() < (s5.float() - other.float()).abs().mean()
 
 
-def test_rerun_skips_finished_cells(trained, tmp_path):
-    ckpt = trained / "checkpoints" / "last.ckpt"
-    cfg = compose_sweep(tmp_path, ckpt, "grid.steps=[4]", "grid.eta=[0.0]", "grid.hat=false")
-    first = sweep.run_sweep(cfg)
-    again = sweep.run_sweep(compose_sweep(tmp_path, ckpt, "grid.steps=[4,6]", "grid.eta=[0.0]", "grid.hat=false"))
-    assert len(first) == 1 and [r["steps"] for r in again] == [6]
+def test_sigma_hat_cells_have_one_key_from_grid_and_multirun(sweep_cfg, tmp_path):
+    grid = cells_from_config(sweep_cfg(tmp_path, "grid.steps=[10]", "grid.eta=[0.0]", "grid.hat=true"))
+    multi = cells_from_config(sweep_cfg(tmp_path, "sampler.steps=10", "sampler.variance=hat", "sampler.eta=0.0",
+                                        "sampler.clip_x0=true"), multirun=True)
+    hat = [c for c in grid if c.variance == "hat"]
+    assert hat == multi == [Cell(10, 1.0, "hat", "uniform", True)]
+    fields = dict(n_samples=N, checkpoint_sha256="x", weights="ema", schedule={}, extractor="e", reference="r",
+                  keep_images=64, fast={}, noise_version=2)
+    assert cell_key(key_fields(hat[0], 0, **fields)) == cell_key(key_fields(multi[0], 0, **fields))
+    assert Cell(10, 0.3, "hat").label == Cell(10, 1.0, "hat", clip_x0=False).label == "S=10 σ̂ uniform"
 
 
-def test_killed_sweep_resumes_with_the_same_numbers(trained, tmp_path):
-    ckpt = trained / "checkpoints" / "last.ckpt"
-    args = [f"checkpoint={ckpt}", f"n_samples={N}", "grid.steps=[3,4,30]", "grid.eta=[0.0]", "grid.hat=false",
-            "logger.wandb.mode=disabled", "sampler.batch_size=8"]
+def test_steps_are_checked_against_the_checkpoints_own_T(sweep_cfg, trained, tmp_path):
+    """The checkpoint's schedule (T = 50 here) decides, not the config's T = 1000 — before any sampling."""
+    blob = torch.load(trained / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    blob["hyper_parameters"]["schedule"]["num_timesteps"] = 50
+    ckpt = tmp_path / "t50.ckpt"
+    torch.save(blob, ckpt)
+    with pytest.raises(Exception, match=r"grid.steps=100 must be in \[1, 50\]"):
+        sweep.run_sweep(sweep_cfg(tmp_path / "r", "grid.steps=[10,100]", "grid.eta=[0.0]", ckpt=ckpt))
+    assert not (tmp_path / "r" / "cells").exists()
+    done = sweep.run_sweep(sweep_cfg(tmp_path / "ok", "grid.steps=[50]", "grid.eta=[0.0]", "grid.hat=false",
+                                     ckpt=ckpt))
+    assert done[0]["schedule"]["num_timesteps"] == 50 and done[0]["steps"] == 50
+
+
+def test_rerun_skips_finished_records(sweep_cfg, tmp_path):
+    first = sweep.run_sweep(sweep_cfg(tmp_path, "grid.steps=[4]", "grid.eta=[0.0]", "grid.hat=false"))
+    again = sweep.run_sweep(sweep_cfg(tmp_path, "grid.steps=[4,6]", "grid.eta=[0.0]", "grid.hat=false",
+                                      "seeds=[0,1]"))
+    assert len(first) == 1 and sorted((r["steps"], r["seed"]) for r in again) == [(4, 1), (6, 0), (6, 1)]
+
+
+def test_killed_sweep_resumes_with_the_same_numbers(trained, tmp_path, cli, bin_dir, root_dir):
+    args = [f"checkpoint={trained / 'checkpoints' / 'last.ckpt'}", f"n_samples={N}", "grid.steps=[3,4,30]",
+            "grid.eta=[0.0]", "grid.hat=false", "logger.wandb.mode=disabled", "sampler.batch_size=8",
+            "metrics.bootstrap.replicates=10"]
     cells = tmp_path / "r" / "cells"
-    proc = subprocess.Popen([str(BIN / "ddim-bench-sweep"), *args, f"paths.results_dir={tmp_path / 'r'}",
-                             f"hydra.run.dir={tmp_path / 'run1'}"], cwd=ROOT,
+    proc = subprocess.Popen([str(bin_dir / "ddim-bench-sweep"), *args, f"paths.results_dir={tmp_path / 'r'}",
+                             f"hydra.run.dir={tmp_path / 'run1'}"], cwd=root_dir,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 240
     while time.time() < deadline and len(list(cells.glob("*.json"))) < 1:
@@ -74,7 +100,6 @@ def test_killed_sweep_resumes_with_the_same_numbers(trained, tmp_path):
     proc.wait()
     done = {p.name: p.read_bytes() for p in cells.glob("*.json")}
     assert 1 <= len(done) < 3, "the sweep should have been killed part-way"
-    assert not list(cells.glob(".tmp-*")) or True  # an interrupted write leaves no half record behind
     cli("ddim-bench-sweep", *args, f"paths.results_dir={tmp_path / 'r'}", f"hydra.run.dir={tmp_path / 'run2'}")
     assert all((cells / name).read_bytes() == blob for name, blob in done.items()), "finished cells were redone"
     cli("ddim-bench-sweep", *args, f"paths.results_dir={tmp_path / 'clean'}", f"hydra.run.dir={tmp_path / 'run3'}")
@@ -82,17 +107,31 @@ def test_killed_sweep_resumes_with_the_same_numbers(trained, tmp_path):
     assert set(resumed) == set(clean) and len(clean) == 3
     for k in clean:
         assert resumed[k]["fid"] == pytest.approx(clean[k]["fid"], rel=1e-9, abs=1e-9)
+        assert resumed[k]["fid_lo"] == pytest.approx(clean[k]["fid_lo"], rel=1e-9, abs=1e-9)
 
 
-def test_one_and_two_processes_give_the_same_fid(trained, tmp_path):
-    ckpt = trained / "checkpoints" / "last.ckpt"
-    common = [f"checkpoint={ckpt}", f"n_samples={N}", "grid.steps=[5]", "grid.eta=[1.0]", "grid.hat=true",
-              "logger.wandb.mode=disabled", "sampler.batch_size=16"]
+def test_two_sweeps_on_one_folder_compute_each_record_once(trained, tmp_path, bin_dir, root_dir):
+    args = [str(bin_dir / "ddim-bench-sweep"), f"checkpoint={trained / 'checkpoints' / 'last.ckpt'}",
+            f"n_samples={N}", "grid.steps=[3,4,5,6]", "grid.eta=[0.0]", "grid.hat=false", "sampler.batch_size=8",
+            "logger.wandb.mode=disabled", "metrics.bootstrap.replicates=10", f"paths.results_dir={tmp_path / 'r'}"]
+    procs = [subprocess.Popen([*args, f"hydra.run.dir={tmp_path / f'run{i}'}"], cwd=root_dir, text=True,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) for i in range(2)]
+    logs = [p.communicate(timeout=600)[1] for p in procs]
+    assert all(p.returncode == 0 for p in procs), logs
+    computed = [ln for log in logs for ln in log.splitlines() if ": FID " in ln]
+    assert len(computed) == 4, logs  # each of the 4 records computed by exactly one of the two processes
+    assert len(records(tmp_path / "r")) == 4
+
+
+def test_one_and_two_processes_give_the_same_fid(trained, tmp_path, cli):
+    common = [f"checkpoint={trained / 'checkpoints' / 'last.ckpt'}", f"n_samples={N}", "grid.steps=[5]",
+              "grid.eta=[1.0]", "grid.hat=true", "logger.wandb.mode=disabled", "sampler.batch_size=16",
+              "metrics.bootstrap.replicates=10"]
     cli("ddim-bench-sweep", *common, f"paths.results_dir={tmp_path / 'one'}", f"hydra.run.dir={tmp_path / 'r1'}")
     cli("ddim-bench-sweep", *common, "eval.devices=2", f"paths.results_dir={tmp_path / 'two'}",
         f"hydra.run.dir={tmp_path / 'r2'}")
     one, two = records(tmp_path / "one"), records(tmp_path / "two")
-    assert set(one) == set(two) == {(5, 1.0, "eta"), (5, 1.0, "hat")}
+    assert set(one) == set(two) == {(5, 1.0, "eta", 0), (5, 1.0, "hat", 0)}
     for k in one:
         assert two[k]["world_size"] == 2 and one[k]["world_size"] == 1
         assert two[k]["fid"] == pytest.approx(one[k]["fid"], rel=1e-6)
@@ -102,52 +141,12 @@ def test_one_and_two_processes_give_the_same_fid(trained, tmp_path):
         assert torch.equal(s1, s2)
 
 
-def test_report_holds_the_records_values(trained, tmp_path):
-    ckpt = trained / "checkpoints" / "last.ckpt"
-    sweep.run_sweep(compose_sweep(tmp_path, ckpt, "grid.steps=[3,6]", "grid.eta=[0.0,1.0]", "grid.hat=true"))
-    rep = report.make_report(str(tmp_path))
-    recs = records(tmp_path)
-    assert len(recs) == 6
-    with open(rep["paths"]["csv"]) as f:
-        rows = list(csv.DictReader(f))
-    assert len(rows) == 6
-    for row in rows:
-        r = recs[(int(row["steps"]), float(row["eta"]), row["variance"])]
-        assert float(row["fid"]) == pytest.approx(r["fid"]) and int(row["nfe"]) == r["nfe"]
-        assert float(row["sec_per_image"]) == pytest.approx(r["sec_per_image"])
-        if r["variance"] == "eta" and r["eta"] == 0:
-            assert row["consistency_mse"] != ""
-    det6 = [row for row in rows if row["variance"] == "eta" and row["eta"] == "0.0" and row["steps"] == "6"][0]
-    assert float(det6["consistency_mse"]) == 0.0  # the largest S is its own reference
-    table = open(rep["paths"]["table"]).read()
-    for r in recs.values():
-        assert f"{r['fid']:.2f}" in table
-    assert "| σ̂ |" in table and "| η = 0 |" in table
-    from PIL import Image
-    grid = Image.open(rep["paths"]["consistency_grid"])
-    # 2 columns (S) x 3 rows (η = 0, 1, σ̂), each tile 2x2 images of 8 px upscaled to 32, 1 px borders
-    tile = 2 * 33 + 1
-    assert grid.size == (2 * (tile + 1) + 1, 3 * (tile + 1) + 1)
-    for name in ("fid_vs_steps", "fid_vs_time"):
-        assert Image.open(rep["paths"][name]).size[0] > 100
-
-
-def test_missing_inception_weights_stop_before_sampling(trained, tmp_path):
-    proc = cli("ddim-bench-sweep", f"checkpoint={trained / 'checkpoints' / 'last.ckpt'}", "metrics=inception",
-               f"metrics.weights_path={tmp_path / 'nope.pth'}", f"paths.results_dir={tmp_path / 'res'}",
-               f"hydra.run.dir={tmp_path / 'run'}", check=False)
-    assert proc.returncode != 0
-    lines = [ln for ln in proc.stderr.strip().splitlines() if ln.strip()]
-    assert len(lines) == 1 and str(tmp_path / "nope.pth") in lines[0], proc.stderr
-    assert not (tmp_path / "res").exists()
-
-
-def test_multirun_evaluates_one_cell_per_job_into_one_folder(trained, tmp_path):
+def test_multirun_evaluates_one_cell_per_job_into_one_folder(trained, tmp_path, cli):
     cli("ddim-bench-sweep", "-m", f"checkpoint={trained / 'checkpoints' / 'last.ckpt'}", f"n_samples={N}",
         "sampler.steps=3,5", "sampler.eta=0.0", f"paths.results_dir={tmp_path / 'res'}",
-        f"hydra.sweep.dir={tmp_path / 'multi'}", "logger.wandb.mode=offline")
+        f"hydra.sweep.dir={tmp_path / 'multi'}", "logger.wandb.mode=offline", "metrics.bootstrap.replicates=10")
     recs = records(tmp_path / "res")
-    assert set(recs) == {(3, 0.0, "eta"), (5, 0.0, "eta")}
+    assert set(recs) == {(3, 0.0, "eta", 0), (5, 0.0, "eta", 0)}
     runs = list((tmp_path / "res" / "runs").glob("*/wandb/offline-run-*"))
     assert len(runs) == 2
-    assert json.loads((tmp_path / "res" / "cells" / f"{recs[(3, 0.0, 'eta')]['key']}.json").read_text())["fid"] > 0
+    assert json.loads((tmp_path / "res" / "cells" / f"{recs[(3, 0.0, 'eta', 0)]['key']}.json").read_text())["fid"] > 0

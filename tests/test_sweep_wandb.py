@@ -3,23 +3,23 @@ import os
 import secrets
 
 import pytest
-from conftest import cli
 
 from wandb_records import find_runs, read_run
-from test_sweep import compose_sweep, records
 
 from ddim_bench.apps import sweep
+from ddim_bench.evaluation import store
 
 
-def test_sweep_cells_and_report_land_in_wandb_offline(trained, tmp_path, monkeypatch):
+def test_sweep_cells_and_report_land_in_wandb_offline(trained, tmp_path, monkeypatch, cli, compose):
     key = secrets.token_hex(20)
     monkeypatch.setenv("WANDB_API_KEY", key)
     ckpt = trained / "checkpoints" / "last.ckpt"
-    sweep.run_sweep(compose_sweep(tmp_path, ckpt, "grid.steps=[3,5]", "grid.eta=[0.0]", "grid.hat=false",
-                                  "logger.wandb.mode=offline", "sweep_name=wb"))
+    sweep.run_sweep(compose("sweep", f"checkpoint={ckpt}", f"paths.results_dir={tmp_path}", "n_samples=40",
+                            f"hydra.run.dir={tmp_path}/run", "grid.steps=[3,5]", "grid.eta=[0.0]", "grid.hat=false",
+                            "logger.wandb.mode=offline", "sweep_name=wb", "metrics.bootstrap.replicates=10"))
     proc = cli("ddim-bench-report", f"results_dir={tmp_path}", "sweep_name=wb", "logger.wandb.mode=offline",
                f"hydra.run.dir={tmp_path / 'report-run'}", env={"WANDB_API_KEY": key})
-    recs = {r["key"]: r for r in records(tmp_path).values()}
+    recs = {r["key"]: r for r in store.ResultStore(str(tmp_path)).records()}
     runs = [read_run(p) for p in find_runs(str(tmp_path))]
     evals = [r for r in runs if r["job_type"] == "eval"]
     reports = [r for r in runs if r["job_type"] == "report"]
@@ -31,7 +31,7 @@ def test_sweep_cells_and_report_land_in_wandb_offline(trained, tmp_path, monkeyp
         assert run["summary"]["sec_per_image"] == pytest.approx(rec["sec_per_image"])
     rep = reports[0]
     assert rep["group"] == "wb"
-    table = rep["tables"]["cells"]
+    table = rep["tables"]["records"]
     assert len(table["data"]) == 2
     fid_col = table["columns"].index("fid")
     assert sorted(row[fid_col] for row in table["data"]) == pytest.approx(sorted(r["fid"] for r in recs.values()))

@@ -3,7 +3,6 @@ import csv
 
 import pytest
 import torch
-from conftest import TRAIN_STEPS, cli
 
 from ddim_bench.models import checkpoint
 from wandb_records import find_runs, read_run
@@ -21,9 +20,9 @@ def test_training_on_digits_lowers_the_loss(trained):
     assert last < 0.5 * first, (first, last)
 
 
-def test_checkpoint_holds_raw_and_ema_weights_and_loads_safely(trained):
+def test_checkpoint_holds_raw_and_ema_weights_and_loads_safely(trained, train_steps):
     raw = torch.load(trained / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
-    assert raw["global_step"] == TRAIN_STEPS
+    assert raw["global_step"] == train_steps
     key = "model.conv_in.weight"
     assert not torch.equal(raw["state_dict"][key], raw["current_model_state"][key])  # EMA != raw
     ema = checkpoint.load(str(trained / "checkpoints" / "last.ckpt"), "ema")
@@ -56,7 +55,7 @@ def test_wandb_train_run_is_readable_offline(trained):
     assert run["summary"]["checkpoint"].endswith("checkpoints/last.ckpt")
 
 
-def test_ddp_with_two_cpu_processes(tmp_path):
+def test_ddp_with_two_cpu_processes(tmp_path, cli):
     cli("ddim-bench-train", "trainer=ddp_cpu", "trainer.max_steps=12", "trainer.enable_progress_bar=false",
         "trainer.log_every_n_steps=4",
         "logger=csv", "callbacks.sample_grid.every_n_steps=0", f"hydra.run.dir={tmp_path}", timeout=300)
@@ -75,7 +74,7 @@ def test_ddp_with_two_cpu_processes(tmp_path):
     ("optim.lr=0", "optim.lr=0"),
     ("logger.wandb.mode=bogus", "logger.wandb.mode=bogus"),
 ])
-def test_bad_config_values_give_one_line_errors(tmp_path, override, needle):
+def test_bad_config_values_give_one_line_errors(tmp_path, override, needle, cli):
     proc = cli("ddim-bench-train", override, f"hydra.run.dir={tmp_path / 'run'}", check=False, timeout=120)
     lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
     assert proc.returncode != 0
@@ -83,7 +82,7 @@ def test_bad_config_values_give_one_line_errors(tmp_path, override, needle):
     assert not (tmp_path / "run" / "checkpoints").exists()
 
 
-def test_missing_cifar10_root_names_the_key(tmp_path):
+def test_missing_cifar10_root_names_the_key(tmp_path, cli):
     proc = cli("ddim-bench-train", "experiment=cifar10_ddim", f"data.root={tmp_path / 'none'}",
                "trainer.accelerator=cpu", f"hydra.run.dir={tmp_path / 'run'}", "logger=csv", check=False)
     lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]

@@ -1,7 +1,9 @@
-"""``ddim-bench-sweep``: sample a checkpoint over a grid of cells and score each with torch-fidelity.
+"""``ddim-bench-sweep``: sample a checkpoint over a grid of cells × seed blocks and score each with torch-fidelity.
 
-One process group evaluates the whole grid with the model loaded once; under a Hydra multirun each job
-evaluates the single ``sampler.*`` cell.  Finished cells are found in the results store and skipped.
+Everything that can be checked is checked before the first sample: the config against its schema, then — right
+after the checkpoint is loaded — the step counts against the checkpoint's own T, the data's image size against
+its model, the reference split, the results folder.  Each (cell, seed) is one record, claimed with a lock before
+it is computed and skipped when finished, so reruns and concurrent job-array tasks never compute it twice.
 """
 from __future__ import annotations
 
@@ -9,170 +11,164 @@ import sys
 import time
 
 import hydra
-import torch
 from omegaconf import DictConfig
 
-from ddim_bench.models import checkpoint
-from ddim_bench import cli
-from ddim_bench import config
-from ddim_bench.models import fast
-from ddim_bench.evaluation import store
+from ddim_bench import cli, config, schema, validation
 from ddim_bench.errors import UserError
-from ddim_bench.sampling.cell import Cell
-from ddim_bench.sampling.generate import generate, rank_indices
+from ddim_bench.evaluation import protocol, record as rec
+from ddim_bench.models import checkpoint, fast
+from ddim_bench.sampling.cell import Cell, cells_from_config
 
 
-def grid_cells(cfg: DictConfig) -> list[Cell]:
-    """The grid's cells, or the ``sampler`` cell alone in a multirun job or with ``grid=none``."""
-    from hydra.core.hydra_config import HydraConfig
-    from hydra.types import RunMode
-    s = cfg.sampler
-    multirun = HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
-    if multirun or not (cfg.grid.steps or cfg.grid.hat):
-        return [Cell(s.steps, float(s.eta), s.variance, s.skip, bool(s.clip_x0))]
-    cells = [Cell(S, float(e), "eta", cfg.grid.skip, bool(s.clip_x0)) for e in cfg.grid.eta for S in cfg.grid.steps]
-    if cfg.grid.hat:
-        cells += [Cell(S, 1.0, "hat", cfg.grid.skip, True) for S in cfg.grid.steps]
-    return cells
-
-
-def validate(cfg: DictConfig, cells: list[Cell]) -> None:
-    T = cfg.diffusion.num_timesteps
-    for c in cells:
-        config.check_sampler(DictConfig({**vars(c), "batch_size": cfg.sampler.batch_size}), T)
-    if int(cfg.n_samples) < 2:
-        raise UserError(f"n_samples={cfg.n_samples} must be >= 2")
-
-
-class Dist:
-    """Ranks through Lightning Fabric (it also reads ranks from SLURM); rank 0 scores and writes."""
-
-    def __init__(self, cfg_eval):
-        from lightning_fabric import Fabric
-        world = int(cfg_eval.devices) * int(cfg_eval.num_nodes)
-        self.fabric = Fabric(accelerator=cfg_eval.accelerator, devices=cfg_eval.devices,
-                             num_nodes=cfg_eval.num_nodes, strategy="ddp" if world > 1 else "auto")
-        self.fabric.launch()
-        self.rank, self.world, self.device = self.fabric.global_rank, self.fabric.world_size, self.fabric.device
-
-    def gather(self, obj) -> list:
-        if self.world == 1:
-            return [obj]
-        out = [None] * self.world
-        torch.distributed.all_gather_object(out, obj)
-        return out
-
-    def broadcast(self, obj):
-        return self.fabric.broadcast(obj, src=0) if self.world > 1 else obj
-
-    def barrier(self):
-        if self.world > 1:
-            self.fabric.barrier()
-
-
-def cell_fields(cfg, cell: Cell, ckpt_info: dict, extractor: str, ref_key: str) -> dict:
-    """Everything that determines a cell's numbers (and nothing that does not, like batch size)."""
-    return {"steps": cell.steps, "eta": cell.eta, "variance": cell.variance, "skip": cell.skip,
-            "clip_x0": cell.clip_x0, "n_samples": int(cfg.n_samples), "seed": int(cfg.seed),
-            "checkpoint_sha256": ckpt_info["sha256"], "weights": ckpt_info["weights"],
-            "schedule": config.plain(cfg.diffusion), "extractor": extractor, "reference": ref_key,
-            "keep_images": int(cfg.keep_images), "fast": fast.options(cfg.sampler.get("fast"))}
-
-
-def peak_memory_mb(device) -> float:
-    if torch.device(device).type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2 ** 20
-    import resource
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # process peak RSS on Linux (KiB)
-
-
-def evaluate_cell(cfg, dist: Dist, model, alphas, cell: Cell, scorer, shape) -> dict:
-    """Sample this rank's share, gather features on rank 0 (sorted by sample index) and score there."""
-    if torch.device(dist.device).type == "cuda":
-        torch.cuda.reset_peak_memory_stats(dist.device)
-    feats, kept, keep = [], [], int(cfg.keep_images)
-
-    def on_batch(images, idx):
-        feats.append((idx, scorer.features(images)))
-        kept.extend((i, im) for i, im in zip(idx, images) if i < keep)
-
-    t0 = time.perf_counter()
-    timing = generate(model, alphas, cell, rank_indices(int(cfg.n_samples), dist.rank, dist.world), shape,
-                      int(cfg.seed), int(cfg.sampler.batch_size), dist.device, on_batch,
-                      log_prefix=f"[rank {dist.rank}] {cell.label()}: ")
-    mem = peak_memory_mb(dist.device)
-    parts = dist.gather((feats, kept, timing, mem))
-    if dist.rank != 0:
-        return {}
-    from ddim_bench.evaluation.metrics import concat_features
-    batches = sorted(((i, b) for p in parts for i, b in p[0]), key=lambda ib: ib[0][0])
-    order = torch.tensor([i for idx, _ in batches for i in idx]).argsort()
-    gen = {k: v[order] for k, v in concat_features([b for _, b in batches]).items()}
-    t_score = time.perf_counter()
-    scores = scorer.score(gen, scorer.reference_features)
-    images = torch.stack([im for _, im in sorted((kv for p in parts for kv in p[1]), key=lambda kv: kv[0])])
-    seconds = max(p[2]["seconds"] for p in parts)  # ranks run side by side: the slowest sets the wall time
-    n = int(cfg.n_samples)
-    return {**scores, "seconds": seconds, "sec_per_image": seconds / n, "images_per_sec": n / max(seconds, 1e-9),
-            "nfe": timing["nfe"], "peak_mem_mb": max(p[3] for p in parts), "world_size": dist.world,
-            "device": str(dist.device), "score_seconds": time.perf_counter() - t_score,
-            "cell_seconds": time.perf_counter() - t0, "_images": images}
+def prepare(cfg: DictConfig, multirun: bool) -> dict:
+    """All checks and cheap loading, in the order that needs no GPU and writes nothing."""
+    from ddim_bench.evaluation import metrics
+    from ddim_bench.evaluation.store import ResultStore
+    cells = cells_from_config(cfg, multirun)
+    metrics.check_extractor(cfg.metrics)  # missing weights: stop before any sampling
+    validation.check_accelerator("eval.accelerator", cfg.eval.accelerator)
+    loaded = checkpoint.load(cfg.checkpoint, cfg.weights)
+    schedule = loaded.schedule or config.plain(cfg.diffusion)
+    validation.check_schedule(cfg.diffusion, schedule, cfg.checkpoint, cli.overridden("diffusion"))
+    validation.check_steps([c.steps for c in cells], schedule["num_timesteps"],
+                           "sampler.steps" if len(cells) == 1 else "grid.steps")
+    shape = (loaded.model["in_channels"], loaded.model["resolution"], loaded.model["resolution"])
+    dm = config.build_datamodule(cfg.data)
+    ref = dm.reference(cfg.reference.split)
+    validation.check_resolution(config.image_shape(ref, dm), shape, dm.name)
+    ref_n = len(ref) if cfg.reference.n is None else int(cfg.reference.n)
+    if ref_n > len(ref) or ref_n < 2:
+        raise UserError(f"reference.n={cfg.reference.n} must be in [2, {len(ref)}] (the {cfg.reference.split} split "
+                        f"of data={dm.name}); use null for the whole split")
+    results = ResultStore(cfg.paths.results_dir)
+    results.check_writable()
+    return {"cells": cells, "loaded": loaded, "schedule": schedule, "shape": shape, "dm": dm, "ref": ref,
+            "ref_n": ref_n, "ref_key": f"{dm.key(cfg.reference.split)}|n={ref_n}", "results": results}
 
 
 def run_sweep(cfg: DictConfig) -> list[dict]:
+    import torch
+    from ddim_bench.dist import Dist
     from ddim_bench.evaluation import metrics
-    from ddim_bench import tracking
-    from ddim_bench.tracking import runs as tracking_runs
-    cells = grid_cells(cfg)
-    validate(cfg, cells)
-    tracking.validate_mode(cfg.logger.wandb.mode)
-    metrics.check_extractor(cfg.metrics)  # missing weights: stop before any sampling
+    from ddim_bench.evaluation.cell_run import Context, evaluate
+    from ddim_bench.tracking import runs
+    p = prepare(cfg, cli.is_multirun())
+    loaded, results, cells = p["loaded"], p["results"], p["cells"]
     dist = Dist(cfg.eval)
-    loaded = checkpoint.load(cfg.checkpoint, cfg.weights)
-    model = fast.wrap(checkpoint.build_model(loaded, dist.device), cfg.sampler.get("fast"), dist.device)
-    alphas = config.build_alphas(loaded.schedule or cfg.diffusion)
-    if loaded.schedule:
-        cfg.diffusion = DictConfig(loaded.schedule)
-    shape = (loaded.model["in_channels"], loaded.model["resolution"], loaded.model["resolution"])
-    dm = config.build_datamodule(cfg.data)
+    model = fast.wrap(checkpoint.build_model(loaded, dist.device), cfg.sampler.fast, dist.device)
+    alphas = config.build_alphas(p["schedule"])
     scorer = metrics.Scorer(cfg.metrics, cfg.paths.cache_dir, device=dist.device)
-    ref = dm.reference(cfg.reference.split)
-    ref_n = len(ref) if cfg.reference.n is None else min(int(cfg.reference.n), len(ref))
-    ref_key = f"{dm.key(cfg.reference.split)}|n={ref_n}"
-    results = store.ResultStore(cfg.paths.results_dir)
-    keys = [store.cell_key(cell_fields(cfg, c, loaded.info, scorer.extractor_id, ref_key)) for c in cells]
-    pending = dist.broadcast([i for i, k in enumerate(keys) if not results.has(k)])
-    if dist.rank == 0:
-        print(f"sweep {cfg.sweep_name}: {len(cells)} cells, {len(cells) - len(pending)} already done, "
-              f"results in {results.root}", file=sys.stderr, flush=True)
+    fields = dict(n_samples=cfg.n_samples, checkpoint_sha256=loaded.info["sha256"], weights=loaded.info["weights"],
+                  schedule=p["schedule"], extractor=scorer.extractor_id, reference=p["ref_key"],
+                  keep_images=cfg.keep_images, fast=config.plain(cfg.sampler.fast), noise_version=noise_version())
+    jobs = [(seed, c, rec.cell_key(rec.key_fields(c, seed, **fields))) for seed in cfg.seeds for c in cells]
+    ref_file = f"reference/{rec.cell_key({'reference': p['ref_key'], 'extractor': scorer.extractor_id})}.pt"
+    pending = dist.broadcast([j for j in jobs if not results.has(j[2])] if dist.main else None)
+    departures = protocol.departures(protocol_setting(cfg, loaded.info, p["dm"].name, scorer.name))
+    if dist.main:
+        say(f"sweep {cfg.sweep_name}: {len(cells)} cells x {len(cfg.seeds)} seed blocks, "
+            f"{len(jobs) - len(pending)} records already done; results in {results.root}")
+        say(f"protocol: {protocol.protocol_line(departures)}")
+        runs.catch_up(cfg.logger, results, [j[2] for j in jobs if j not in pending])
         if pending:
-            scorer.reference_features = scorer.reference(torch.utils.data.Subset(ref, range(ref_n)), ref_key)
-    records = []
-    for done, i in enumerate(pending, 1):
-        cell = cells[i]
-        out = evaluate_cell(cfg, dist, model, alphas, cell, scorer, shape)
-        if dist.rank == 0:
-            images = out.pop("_images")
-            record = {**cell_fields(cfg, cells[i], loaded.info, scorer.extractor_id, ref_key), **out, "key": keys[i],
-                      "sweep": cfg.sweep_name, "checkpoint": loaded.info, "reference_split": cfg.reference.split,
-                      "reference_n": ref_n, "created": time.strftime("%Y-%m-%dT%H:%M:%S")}
-            results.put(keys[i], record, samples=images)
-            tracking_runs.log_cell(cfg.logger, record, images, results.root)
-            records.append(record)
-            print(f"[{done}/{len(pending)}] {cell.label()}: FID {record['fid']:.3f}, "
-                  f"{record['images_per_sec']:.1f} img/s", file=sys.stderr, flush=True)
+            scorer.reference_features = scorer.reference(torch.utils.data.Subset(p["ref"], range(p["ref_n"])),
+                                                         p["ref_key"])
+            if cfg.metrics.keep_features:
+                save_reference(results.root, ref_file, scorer.reference_features)
+    ctx = Context(dist, model, alphas, p["shape"], scorer, cfg.n_samples, cfg.keep_images, cfg.sampler.batch_size,
+                  cfg.metrics.bootstrap, flops_per_call(loaded, p["shape"]))
+    done = []
+    for i, (seed, cell, key) in enumerate(pending, 1):
+        claim = results.claim(key) if dist.main else None
+        go = dist.broadcast(bool(claim) and not results.has(key) if dist.main else None)
+        if not go:
+            if dist.main:
+                say(f"[{i}/{len(pending)}] {cell.label} seed {seed}: taken by another process, skipped")
+                claim and claim.release()
+            continue
+        with progress_bar(dist, cfg.n_samples, f"[{i}/{len(pending)}] {cell.label} seed {seed}") as bar:
+            out = evaluate(ctx, cell, seed, bar)
+        if dist.main:
+            record = {**rec.key_fields(cell, seed, **fields), **out.fields, "key": key, "sweep": cfg.sweep_name,
+                      "sampler": cell.sampler, "checkpoint": loaded.info, "reference_split": cfg.reference.split,
+                      "reference_n": p["ref_n"], "protocol": departures,
+                      "reference_file": ref_file if cfg.metrics.keep_features else None,
+                      "created": time.strftime("%Y-%m-%dT%H:%M:%S")}
+            files = {".samples.pt": out.images}
+            if cfg.metrics.keep_features:
+                files[".features.pt"] = {k: v.half() for k, v in out.features.items()}
+            results.put(key, record, files)
+            claim.release()
+            runs.log_cell(cfg.logger, record, out.images, results.root)
+            say(cell_line(record))
+            done.append(record)
         dist.barrier()
-    return records
+    return done
+
+
+def protocol_setting(cfg, info: dict, dataset: str, extractor: str) -> dict:
+    import torch_fidelity
+    return {"n_samples": cfg.n_samples, "weights": info["weights"], "dataset": dataset,
+            "reference_split": cfg.reference.split, "skip": cfg.grid.skip if cfg.grid.steps else cfg.sampler.skip,
+            "table1": dataset == "cifar10", "extractor": extractor, "torch_fidelity": torch_fidelity.__version__,
+            "seed_blocks": len(cfg.seeds)}
+
+
+def cell_line(r: dict) -> str:
+    ci = f" [{r['fid_lo']:.3g}, {r['fid_hi']:.3g}]" if r.get("fid_lo") is not None else ""
+    return (f"  {Cell.from_record(r).label} seed {r['seed']}: FID {r['fid']:.3g}{ci}, "
+            f"{r['images_per_sec']:.0f} img/s, NFE {r['nfe']}")
+
+
+def say(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def progress_bar(dist, total: int, desc: str):
+    """tqdm on rank 0 only (a disabled bar elsewhere); leaves no line behind once the cell's line is printed."""
+    from tqdm.auto import tqdm
+    return tqdm(total=total, desc=desc, unit="img", leave=False, disable=not dist.main or not sys.stderr.isatty(),
+                file=sys.stderr, dynamic_ncols=True)
+
+
+def save_reference(root: str, rel: str, features: dict) -> None:
+    """The reference features beside the records (float16), once: the report's paired differences need them."""
+    import io
+    import os
+    import torch
+    from ddim_bench.io import atomic_write
+    path = os.path.join(root, rel)
+    if not os.path.isfile(path):
+        buf = io.BytesIO()
+        torch.save({k: v.half() for k, v in features.items()}, buf)
+        atomic_write(path, buf.getvalue())
+
+
+def noise_version() -> int:
+    try:
+        from ddim_bench.sampling.noise import NOISE_VERSION
+        return NOISE_VERSION
+    except ImportError:
+        return 1
+
+
+def flops_per_call(loaded, shape) -> float | None:
+    """FLOPs of one network call on one image (``torch.utils.flop_counter``), or None where it cannot count."""
+    try:
+        from ddim_bench.sampling.cost import flops_per_call as count
+        return float(count(checkpoint.build_model(loaded, "cpu"), (1, *shape), "cpu"))
+    except Exception:  # noqa: BLE001 - a cost figure is optional
+        return None
 
 
 @hydra.main(version_base="1.3", config_path=str(cli.CONF_DIR), config_name="sweep")
-@cli.user_errors
+@cli.app(schema.SweepApp)
 def _main(cfg: DictConfig) -> None:
     run_sweep(cfg)
 
 
 def main() -> None:
-    cli.run_hydra(_main)
+    cli.run_hydra(_main, "sweep")
 
 
 if __name__ == "__main__":

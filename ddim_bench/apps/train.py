@@ -1,7 +1,6 @@
 """``ddim-bench-train``: train a diffusion UNet with Lightning, every knob composed by Hydra."""
 from __future__ import annotations
 
-import glob
 import os
 
 import hydra
@@ -10,9 +9,9 @@ from omegaconf import DictConfig
 from pytorch_lightning.callbacks import EMAWeightAveraging, LearningRateMonitor, ModelCheckpoint
 from pytorch_lightning.loggers import WandbLogger
 
-from ddim_bench import cli
-from ddim_bench import config
+from ddim_bench import cli, config, schema, validation
 from ddim_bench.training.callbacks import SampleGrid
+from ddim_bench.training.resume import find_resume
 from ddim_bench.training.module import DiffusionModule
 
 
@@ -36,41 +35,29 @@ def build_callbacks(cfg: DictConfig, out: str, dm) -> list[pl.Callback]:
     return cbs
 
 
-def resume_path(cfg: DictConfig, out: str) -> str | None:
-    """An explicit ``ckpt_path``, else the run folder's newest checkpoint (SLURM requeue lands here)."""
-    if cfg.ckpt_path:
-        if not os.path.isfile(cfg.ckpt_path):
-            raise FileNotFoundError(f"ckpt_path={cfg.ckpt_path} does not exist; pass an existing checkpoint or null")
-        return cfg.ckpt_path
-    ckpts = os.path.join(out, "checkpoints")
-    # Lightning's SLURM requeue saves hpc_ckpt_N.ckpt in the run folder; "last" only looks at last*.ckpt
-    hpc = sorted(glob.glob(os.path.join(out, "hpc_ckpt_*.ckpt")), key=os.path.getmtime)
-    last = os.path.join(ckpts, "last.ckpt")
-    if hpc and (not os.path.isfile(last) or os.path.getmtime(hpc[-1]) >= os.path.getmtime(last)):
-        return hpc[-1]
-    has_any = os.path.isdir(ckpts) and any(f.endswith(".ckpt") for f in os.listdir(ckpts))
-    return "last" if has_any else None
-
-
 def train(cfg: DictConfig) -> DiffusionModule:
     from ddim_bench import tracking
-    config.check_training(cfg)
-    tracking.validate_mode(cfg.logger.wandb.mode)
-    config.build_alphas(cfg.diffusion)
+    validation.check_accelerator("trainer.accelerator", cfg.trainer.accelerator)
+    T = cfg.diffusion.num_timesteps
+    validation.check_steps([cfg.callbacks.sample_grid.steps], T, "callbacks.sample_grid.steps")
+    validation.check_steps([cfg.callbacks.fid.steps], T, "callbacks.fid.steps")
     dm = config.build_datamodule(cfg.data)
-    dm.dataset("train")  # a missing dataset root stops here, before anything is written
+    model_shape = (cfg.model.in_channels, cfg.model.resolution, cfg.model.resolution)
+    # a missing dataset root or a model that does not fit the images stops here, before anything is written
+    validation.check_resolution(config.image_shape(dm.reference("train"), dm), model_shape, dm.name)
     if cfg.callbacks.fid.every_n_steps:
         from ddim_bench.evaluation.metrics import check_extractor
         check_extractor(cfg.metrics)
+    # a bad ckpt_path stops here; a truncated last.ckpt falls back to an older checkpoint
+    resume = find_resume(cfg.ckpt_path, cfg.paths.output_dir, say=cli.launcher_rank() == 0)
     pl.seed_everything(cfg.seed, workers=True)
     out = cfg.paths.output_dir
-    model_cfg = config.plain(cfg.model)
-    module = DiffusionModule(model_cfg, config.plain(cfg.diffusion), lr=cfg.optim.lr,
+    module = DiffusionModule(config.unet_kwargs(cfg.model), config.plain(cfg.diffusion), lr=cfg.optim.lr,
                              warmup_steps=cfg.optim.warmup_steps)
-    loggers = tracking.lightning_logger(cfg.logger, config.plain(cfg), save_dir=out)
+    loggers = tracking.lightning_logger(cfg.logger, config.plain(cfg), save_dir=out, resume_step=resume.history_step)
     trainer = pl.Trainer(**config.plain(cfg.trainer), default_root_dir=out, logger=loggers,
                          callbacks=build_callbacks(cfg, out, dm))
-    trainer.fit(module, datamodule=dm, ckpt_path=resume_path(cfg, out))
+    trainer.fit(module, datamodule=dm, ckpt_path=resume.path)
     if trainer.is_global_zero:
         last = os.path.join(out, "checkpoints", "last.ckpt")
         for lg in loggers:
@@ -82,13 +69,13 @@ def train(cfg: DictConfig) -> DiffusionModule:
 
 
 @hydra.main(version_base="1.3", config_path=str(cli.CONF_DIR), config_name="train")
-@cli.user_errors
+@cli.app(schema.TrainApp)
 def _main(cfg: DictConfig) -> None:
     train(cfg)
 
 
 def main() -> None:
-    cli.run_hydra(_main)
+    cli.run_hydra(_main, "train")
 
 
 if __name__ == "__main__":

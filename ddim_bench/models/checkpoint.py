@@ -44,6 +44,8 @@ def load(path: str, weights: str = "ema") -> Loaded:
     """Read ``path``; ``weights`` is ``ema`` or ``raw`` (ours only: the official file holds EMA weights)."""
     if weights not in ("ema", "raw"):
         raise UserError(f"weights={weights} must be ema or raw")
+    if path and os.path.isdir(path):
+        raise UserError(f"checkpoint={path} is a folder; pass the checkpoint file in it (e.g. checkpoints/last.ckpt)")
     if not path or not os.path.isfile(path):
         raise UserError(f"checkpoint={path} does not exist; train one with ddim-bench-train or pass its path")
     try:
@@ -60,7 +62,8 @@ def load(path: str, weights: str = "ema") -> Loaded:
         if "current_model_state" not in obj:
             weights = "raw"  # no EMA callback: state_dict is the raw model
         sd = {k[len("model."):]: v for k, v in sd.items() if k.startswith("model.")}
-        return Loaded(sd, dict(hp["model"]), dict(hp["schedule"]),
+        model = {k: v for k, v in dict(hp["model"]).items() if k != "_target_"}
+        return Loaded(sd, model, dict(hp["schedule"]),
                       {**info, "kind": "ddim-bench", "weights": weights, "step": obj.get("global_step")})
     if isinstance(obj, dict) and obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
         sd = {k.removeprefix("module."): v for k, v in obj.items()}

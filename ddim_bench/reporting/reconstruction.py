@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import os
 
 from ddim_bench import paper
@@ -16,14 +15,9 @@ RECORD_COLUMNS = ["steps", "mse", "mse_std", "mse_min", "mse_max", "mse_unclampe
 
 
 def reconstruction_records(results_dir: str) -> list[dict]:
-    """All finished reconstruction records under ``results_dir``, sorted by setup then S."""
-    folder = os.path.join(results_dir, "reconstruction")
-    recs = []
-    if os.path.isdir(folder):
-        for name in sorted(os.listdir(folder)):
-            if name.endswith(".json") and not name.startswith(".tmp-"):
-                with open(os.path.join(folder, name)) as f:
-                    recs.append(json.load(f))
+    """All verified reconstruction records under ``results_dir``, sorted by setup then S."""
+    from ddim_bench.evaluation.store import ResultStore
+    recs = ResultStore(os.path.join(results_dir, "reconstruction")).records()
     return sorted(recs, key=lambda r: (setup_label(r), r["steps"]))
 
 

@@ -58,7 +58,7 @@ def wandb_section(logger_cfg) -> dict:
     return section
 
 
-def _is_secret_key(key) -> bool:
+def is_secret_key(key) -> bool:
     k = str(key).lower().replace("-", "_")
     return any(part in k for part in SECRET_KEY_PARTS)
 
@@ -76,7 +76,7 @@ def scrub(obj, secrets: list[str] | None = None):
 
 def _scrub(obj, secrets: list[str]):
     if isinstance(obj, Mapping):
-        return {k: _scrub(v, secrets) for k, v in obj.items() if not _is_secret_key(k)}
+        return {k: _scrub(v, secrets) for k, v in obj.items() if not is_secret_key(k)}
     if isinstance(obj, (list, tuple)):
         return type(obj)(_scrub(v, secrets) for v in obj)
     if isinstance(obj, str) and any(s in obj for s in secrets):
@@ -88,7 +88,7 @@ def _argv_has_secret() -> bool:
     api_key = os.environ.get("WANDB_API_KEY", "")
     for arg in sys.argv[1:]:
         name = arg.split("=", 1)[0] if "=" in arg else arg
-        if (api_key and api_key in arg) or ("=" in arg and _is_secret_key(name)):
+        if (api_key and api_key in arg) or ("=" in arg and is_secret_key(name)):
             return True
     return False
 
@@ -104,7 +104,7 @@ def _settings(section: dict):
         x_disable_meta=_argv_has_secret(),
         x_save_requirements=False,
         console=section.get("console", "off") or "off",
-        silent=bool(section.get("silent", False)),
+        silent=bool(section.get("silent", True)),  # no per-run console summary: the apps print one line per run
     )
 
 

@@ -1,0 +1,105 @@
+"""Bad input stops before any expensive work: exit status 2, one ``error:`` line naming the key, nothing written
+(no results, no caches, no W&B runs).  Each case is one a user hit; they run through the real console scripts."""
+import os
+
+import pytest
+
+ERROR_CASES = [
+    # (app, overrides, the key the one line must name)
+    ("sweep", ["keep_images=-1"], "keep_images=-1"),
+    ("sweep", ["keep_images=abc"], "keep_images=abc"),
+    ("sweep", ["reference.n=0"], "reference.n=0"),
+    ("sweep", ["reference.n=-1"], "reference.n=-1"),
+    ("sweep", ["reference.split=nosuch"], "reference.split=nosuch"),
+    ("sweep", ["eval.accelerator=gpu"], "eval.accelerator=gpu"),
+    ("sweep", ["eval.devices=0"], "eval.devices=0"),
+    ("sweep", ["grid=none", "sampler.eta=nan"], "sampler.eta=nan"),
+    ("sweep", ["sampler.eta=abc"], "sampler.eta=abc"),
+    ("sweep", ["n_samples=abc"], "n_samples=abc"),
+    ("sweep", ["seeds=abc"], "seeds"),
+    ("sweep", ["diffusion.schedule=cosine"], "diffusion.schedule=cosine"),
+    ("sweep", ["diffusion.num_timesteps=500"], "diffusion.num_timesteps=500"),
+    ("sweep", ["data.resolution=16"], "data.resolution"),
+    ("sweep", ["+sampler.nosuch=1"], "sampler.nosuch"),
+    ("sweep", ["sampler.nosuch=1"], "sampler.nosuch"),
+    ("sweep", ["grid.steps=[10,2000]"], "grid.steps=2000"),
+    ("sweep", ["+logger.wandb.api_key=abc123"], "logger.wandb.api_key"),
+    ("train", ["trainer.max_steps=abc"], "trainer.max_steps=abc"),
+    ("train", ["model.ch=0"], "model.ch=0"),
+    ("train", ["trainer.accelerator=gpu"], "trainer.accelerator=gpu"),
+    ("train", ["diffusion.num_timesteps=0"], "diffusion.num_timesteps=0"),
+    ("train", ["data.batch_size=0"], "data.batch_size=0"),
+    ("train", ["seed=abc"], "seed=abc"),
+    ("train", ["optim.lr=0"], "optim.lr=0"),
+    ("train", ["logger.wandb.mode=bogus"], "logger.wandb.mode=bogus"),
+    ("train", ["+logger.wandb.api_key=abc123"], "logger.wandb.api_key"),
+    ("reconstruct", ["split=nosuch"], "split=nosuch"),
+    ("reconstruct", ["steps=[10,1001]"], "steps=1001"),
+    ("reconstruct", ["n_images=100000"], "asked for 100000 images"),
+    ("reconstruct", ["data.test_size=0"], "split of data=digits is empty"),
+    ("interpolate", ["pairs=0"], "pairs=0"),
+    ("interpolate", ["points=1"], "points=1"),
+    ("report", ["paper=bogus"], "paper=bogus"),
+    ("report", ["logger.wandb.mode=bogus"], "logger.wandb.mode=bogus"),
+]
+
+
+def args_for(app, tmp_path, ckpt, results):
+    if app == "train":
+        return [f"hydra.run.dir={tmp_path / 'run'}", "trainer.max_steps=2"]
+    if app == "report":
+        return [f"results_dir={results}", f"hydra.run.dir={tmp_path / 'run'}"]
+    return [f"checkpoint={ckpt}", f"paths.results_dir={results}", f"hydra.run.dir={tmp_path / 'run'}"]
+
+
+def written(tmp_path, results_before: set) -> list[str]:
+    """Files under tmp_path other than Hydra's own run folder (.hydra/, the job log) and what was there before."""
+    out = []
+    for root, _, files in os.walk(tmp_path):
+        rel = os.path.relpath(root, tmp_path)
+        if rel == "run" or rel.startswith("run" + os.sep + ".hydra"):
+            continue
+        out += [os.path.join(rel, f) for f in files if os.path.join(rel, f) not in results_before]
+    return out
+
+
+@pytest.mark.parametrize("app,overrides,key", ERROR_CASES, ids=[" ".join(c[1]) + f" ({c[0]})" for c in ERROR_CASES])
+def test_bad_input_is_one_line_naming_the_key_and_writes_nothing(app, overrides, key, trained, tmp_path, cli,
+                                                                   cache_dir):
+    results = tmp_path / "results"
+    if app == "report":  # a report needs a results folder; a sweep's records are copied in untouched
+        results.mkdir()
+    before = set(written(tmp_path, set()))
+    cache_before = sorted(p.name for p in cache_dir.rglob("*"))
+    wandb = [] if "logger.wandb.mode" in " ".join(overrides) else ["logger.wandb.mode=offline"]
+    proc = cli(f"ddim-bench-{app}", *args_for(app, tmp_path, trained / "checkpoints" / "last.ckpt", results),
+               *overrides, *wandb, check=False, timeout=300)
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert len(lines) == 1 and lines[0].startswith("error: ") and key in lines[0], lines
+    assert written(tmp_path, before) == [], "nothing may be written"
+    assert sorted(p.name for p in cache_dir.rglob("*")) == cache_before, "nothing may be cached"
+    assert "abc123" not in "".join(open(os.path.join(r, f), errors="ignore").read()
+                                   for r, _, fs in os.walk(tmp_path) for f in fs)
+
+
+def test_checkpoint_problems_are_one_line(trained, tmp_path, cli):
+    good = trained / "checkpoints" / "last.ckpt"
+    truncated = tmp_path / "cut.ckpt"
+    truncated.write_bytes(good.read_bytes()[:5000])
+    for ckpt, needle in ((tmp_path, "is a folder"), (truncated, "cannot be read"), (tmp_path / "no.ckpt", "does not exist")):
+        proc = cli("ddim-bench-sweep", f"checkpoint={ckpt}", f"paths.results_dir={tmp_path / 'res'}",
+                   f"hydra.run.dir={tmp_path / 'run'}", "logger.wandb.mode=offline", check=False)
+        lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+        assert proc.returncode == 2 and len(lines) == 1 and needle in lines[0], lines
+    assert not (tmp_path / "res").exists()
+
+
+def test_results_dir_that_is_a_file(trained, tmp_path, cli):
+    blocker = tmp_path / "results"
+    blocker.write_text("not a folder")
+    proc = cli("ddim-bench-sweep", f"checkpoint={trained / 'checkpoints' / 'last.ckpt'}", f"paths.results_dir={blocker}",
+               f"hydra.run.dir={tmp_path / 'run'}", "logger.wandb.mode=offline", check=False)
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert proc.returncode == 2 and len(lines) == 1 and "paths.results_dir" in lines[0], lines
+    assert blocker.read_text() == "not a folder"
