@@ -104,11 +104,17 @@ class Scorer:
         """Featuresdict of a dataset of uint8 [3, H, W] images, computed once per ``key`` and cached on disk.
 
         ``key`` must name everything about the dataset that changes the images (name, split, resolution…);
-        the extractor and its weights are added to the cache file name here.
+        the extractor and its weights are added to the cache file name here.  The cache file is verified when
+        loaded (see ``reference_cache``): a damaged one is named, moved aside and computed again.
         """
-        layers = "+".join(self.extractor.get_requested_features_list())
-        digest = hashlib.sha1(f"{key}|{self.extractor_id}|{layers}".encode()).hexdigest()[:16]
-        filename = f"ref-{_slug(key)}-{self.extractor_id}-{digest}"
+        from ddim_bench.errors import UserError
+        from ddim_bench.evaluation import reference_cache
+        if len(dataset) < 2:  # before the cache: an empty reference must never be stored
+            raise UserError(f"reference.n={len(dataset)} must be >= 2 (FID/KID need at least two reference "
+                            f"images); raise reference.n or use null for the whole split")
+        layers = list(self.extractor.get_requested_features_list())
+        digest = hashlib.sha1(f"{key}|{self.extractor_id}|{'+'.join(layers)}".encode()).hexdigest()[:16]
+        path = os.path.join(self.cache_dir, "references", f"ref-{_slug(key)}-{self.extractor_id}-{digest}.pt")
 
         def compute():
             global REFERENCE_COMPUTATIONS
@@ -116,8 +122,7 @@ class Scorer:
             loader = DataLoader(dataset, batch_size=self.batch_size, shuffle=False, num_workers=0)
             return concat_features([self.features(b[0] if isinstance(b, (list, tuple)) else b) for b in loader])
 
-        return cache_lookup_one_recompute_on_miss(filename, compute, cache=True, verbose=False,
-                                                  cache_root=os.path.join(self.cache_dir, "references"))
+        return reference_cache.load_or_compute(path, layers, compute)
 
     def score(self, gen_features: dict, ref_features: dict) -> dict:
         """Enabled metrics of generated vs reference features: fid, is_mean/is_std, kid_mean/kid_std (floats).
