@@ -149,4 +149,5 @@ def test_multirun_evaluates_one_cell_per_job_into_one_folder(trained, tmp_path, 
     assert set(recs) == {(3, 0.0, "eta", 0), (5, 0.0, "eta", 0)}
     runs = list((tmp_path / "res" / "runs").glob("*/wandb/offline-run-*"))
     assert len(runs) == 2
-    assert json.loads((tmp_path / "res" / "cells" / f"{recs[(3, 0.0, 'eta', 0)]['key']}.json").read_text())["fid"] > 0
+    on_disk = json.loads((tmp_path / "res" / "cells" / f"{recs[(3, 0.0, 'eta', 0)]['key']}.json").read_text())
+    assert on_disk["record"]["fid"] == recs[(3, 0.0, "eta", 0)]["fid"] > 0 and len(on_disk["sha256"]) == 64

@@ -86,8 +86,12 @@ def run_sweep(cfg: DictConfig) -> list[dict]:
                 say(f"[{i}/{len(pending)}] {cell.label} seed {seed}: taken by another process, skipped")
                 claim and claim.release()
             continue
-        with progress_bar(dist, cfg.n_samples, f"[{i}/{len(pending)}] {cell.label} seed {seed}") as bar:
-            out = evaluate(ctx, cell, seed, bar)
+        try:
+            with progress_bar(dist, cfg.n_samples, f"[{i}/{len(pending)}] {cell.label} seed {seed}") as bar:
+                out = evaluate(ctx, cell, seed, bar)
+        except BaseException:
+            claim and claim.release()  # a failed cell is not left claimed
+            raise
         if dist.main:
             record = {**rec.key_fields(cell, seed, **fields), **out.fields, "key": key, "sweep": cfg.sweep_name,
                       "sampler": cell.sampler, "checkpoint": loaded.info, "reference_split": cfg.reference.split,
