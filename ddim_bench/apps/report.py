@@ -67,9 +67,43 @@ def make_report(results_dir: str, paper_setting: str = "auto", bootstrap=None) -
 
 
 def make_claims(records: list[dict], results, bootstrap) -> tuple[list[dict], str]:
+    """The paper's claims on this sweep, with paired-bootstrap intervals over the stored per-sample features."""
     from ddim_bench.reporting import claims
-    rows = claims.evaluate_claims(records, results, bootstrap)
-    return rows, (claims.claims_markdown(rows) if rows else "")
+    from ddim_bench.reporting.reconstruction import reconstruction_records
+    b = {"replicates": 200, "level": 0.95, "seed": 0, **(dict(bootstrap) if bootstrap else {})}
+    ref = load_reference(results.root, records)
+    layers = records[0].get("feature_layers") or {}
+
+    def features(key):
+        f = results.load_file(key, ".features.pt")
+        return None if f is None else {k: v.double() for k, v in f.items()}
+
+    rows = claims.evaluate_claims(records, features if ref is not None and layers else (lambda key: None), ref or {},
+                                  layers=layers, reconstruction=reconstruction_by_steps(reconstruction_records(
+                                      results.root)), kept=results.samples, replicates=int(b["replicates"]),
+                                  level=float(b["level"]), seed=int(b["seed"]))
+    return rows, claims.claims_markdown(rows)
+
+
+def load_reference(root: str, records: list[dict]) -> dict | None:
+    """The reference features the sweep kept beside its records (``reference/<hash>.pt``), if all share one."""
+    import torch
+    files = {r.get("reference_file") for r in records}
+    if len(files) != 1 or None in files or not os.path.isfile(os.path.join(root, next(iter(files)))):
+        return None
+    ref = torch.load(os.path.join(root, next(iter(files))), map_location="cpu", weights_only=True)
+    return {k: v.double() for k, v in ref.items()}
+
+
+def reconstruction_by_steps(recs: list[dict]) -> dict | None:
+    """{S: per-image MSEs} of the most common reconstruction setup (the same images at every S)."""
+    from collections import Counter
+    from ddim_bench.reporting.reconstruction import setup_label
+    recs = [r for r in recs if r.get("mse_per_image")]
+    if not recs:
+        return None
+    label = Counter(setup_label(r) for r in recs).most_common(1)[0][0]
+    return {r["steps"]: r["mse_per_image"] for r in recs if setup_label(r) == label}
 
 
 @hydra.main(version_base="1.3", config_path=str(cli.CONF_DIR), config_name="report")

@@ -97,6 +97,7 @@ def run_sweep(cfg: DictConfig) -> list[dict]:
                       "sampler": cell.sampler, "checkpoint": loaded.info, "reference_split": cfg.reference.split,
                       "reference_n": p["ref_n"], "protocol": departures,
                       "reference_file": ref_file if cfg.metrics.keep_features else None,
+                      "feature_layers": dict(scorer.layers),
                       "created": time.strftime("%Y-%m-%dT%H:%M:%S")}
             files = {".samples.pt": out.images}
             if cfg.metrics.keep_features:

@@ -87,11 +87,14 @@ def _intervals(ctx: Context, gen: dict) -> dict:
     from ddim_bench.evaluation.uncertainty import bootstrap_metrics
     s = ctx.scorer
     wanted = [m for m, on in (("fid", s.enabled["fid"]), ("kid", s.enabled["kid"]), ("isc", s.enabled["isc"]),
-                              ("prc", s.enabled.get("prc", False))) if on]
+                              ("prc", s.prc)) if on]
     res = bootstrap_metrics(gen, s.reference_features, s.layers, metrics=tuple(wanted), replicates=int(b.replicates),
                             level=float(b.level), seed=int(b.seed), device=ctx.dist.device,
                             kid_subset_size=s.kid_subset_size, kid_subsets=s.kid_subsets, isc_splits=s.isc_splits)
     out = {"ci_level": float(b.level), "ci_replicates": int(b.replicates)}
     for name, iv in res.items():
-        out[f"{name}_lo"], out[f"{name}_hi"] = iv.lo, iv.hi
+        short = {"kid_mean": "kid", "is_mean": "is"}.get(name, name)
+        out[f"{short}_lo"], out[f"{short}_hi"] = iv.lo, iv.hi
+        if name in ("precision", "recall"):  # torch-fidelity's own point value, computed with the replicates
+            out[name] = iv.value
     return out

@@ -19,7 +19,6 @@ from torch_fidelity.metric_fid import fid_featuresdict_to_statistics, fid_statis
 from torch_fidelity.metric_isc import isc_featuresdict_to_metric
 from torch_fidelity.metric_kid import kid_featuresdict_to_metric
 from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY
-from torch_fidelity.utils import cache_lookup_one_recompute_on_miss
 from torchmetrics.image.fid import FrechetInceptionDistance
 
 from ddim_bench.evaluation.features import (DIGITS, INCEPTION, MissingWeightsError, build_extractor, check_inception_weights,
@@ -75,6 +74,7 @@ class Scorer:
         self.device = torch.device(device)
         self.name = extractor_name(metrics_cfg)
         self.enabled = {m: bool(metrics_cfg.get(m, True)) for m in ("fid", "isc", "kid")}
+        self.prc = bool(metrics_cfg.get("prc", False))  # precision/recall: computed with the bootstrap intervals
         self.batch_size = int(metrics_cfg.get("batch_size", 64))
         self.kid_subset_size = int(metrics_cfg.get("kid_subset_size", 1000))
         self.kid_subsets = int(metrics_cfg.get("kid_subsets", 100))

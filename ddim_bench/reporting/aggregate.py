@@ -44,13 +44,22 @@ def aggregate(records: list[dict]) -> list[dict]:
             agg = blocks([r.get(m) for r in recs])
             row[m], row[f"{m}_sd"], row[f"{m}_min"], row[f"{m}_n"] = agg["mean"], agg["sd"], agg["min"], agg["n"]
             name = INTERVAL.get(m)
-            if name and all(r.get(f"{name}_lo") is not None for r in recs):
-                row[f"{m}_lo"] = statistics.fmean(r[f"{name}_lo"] for r in recs)
-                row[f"{m}_hi"] = statistics.fmean(r[f"{name}_hi"] for r in recs)
+            if name and agg["n"] and all(r.get(f"{name}_lo") is not None for r in recs):
+                row[f"{m}_lo"], row[f"{m}_hi"] = combined_interval(agg["mean"], recs, name)
         for c in COSTS:
             row[c] = blocks([r.get(c) for r in recs])["mean"]
         rows.append(row)
     return rows
+
+
+def combined_interval(mean: float, recs: list[dict], name: str) -> tuple[float, float]:
+    """The interval of the blocks' mean: each block's bootstrap half-width read as 1.96 standard errors, the
+    blocks independent, so se(mean) = √(Σ se_b²) / B (normal approximation; one block keeps its own ends)."""
+    if len(recs) == 1:
+        return recs[0][f"{name}_lo"], recs[0][f"{name}_hi"]
+    se = [(r[f"{name}_hi"] - r[f"{name}_lo"]) / (2 * 1.96) for r in recs]
+    half = 1.96 * math.sqrt(sum(s * s for s in se)) / len(recs)
+    return mean - half, mean + half
 
 
 def spread(row: dict, metric: str = "fid") -> tuple[float, float] | None:
