@@ -51,7 +51,8 @@ gpu-check: $(VENV)/.installed
 	$(PY) benchmarks/gpu_check.py --out $(GPU_CHECK_OUT) $$($(PY) -c "import torch; print('' if torch.cuda.is_available() else '--quick')")
 
 # Wheels of what the GPU machine lacks, for its Python (cp312, manylinux x86-64), into .whl/ (ignored by git).
-# GPU_TORCHVISION=<version matching its torch> adds torchvision, which torch-fidelity needs, if it lacks that too.
-GPU_TORCHVISION ?=
+# Also torchvision (torch-fidelity needs it) for the GPU machine's torch (2.11 when last seen): gpu_setup.sh
+# installs it only where torchvision is missing and the wheel's torch pin is that machine's torch.
+GPU_TORCHVISION ?= 0.26.0
 gpu-wheels: $(VENV)/.installed
 	$(PY) -m benchmarks.gpucheck_wheels --dest .whl $(if $(GPU_TORCHVISION),--torchvision $(GPU_TORCHVISION))

@@ -57,11 +57,13 @@ def test_channels_last_is_layout_only():
     torch.testing.assert_close(run_ddim(wrapped), run_ddim(model), rtol=1e-4, atol=1e-4 * run_ddim(model).abs().max().item())
 
 
-def test_unknown_switch_and_bad_compile_mode_are_user_errors():
+def test_unknown_switch_and_bad_compile_mode_are_one_line_config_errors(compose):
     with pytest.raises(UserError, match="sampler.fast.fp8"):
-        fast.wrap(tiny_unet(), {"fp8": True}, "cpu")
-    with pytest.raises(UserError, match="compile_mode"):
-        fast.wrap(tiny_unet(), {"compile": True, "compile_mode": "fastest"}, "cpu")
+        compose("sweep", "checkpoint=x", "+sampler.fast.fp8=true")
+    with pytest.raises(UserError, match="sampler.fast.compile_mode=fastest must be one of"):
+        compose("sweep", "checkpoint=x", "sampler.fast.compile_mode=fastest")
+    with pytest.raises(UserError, match="compile_mode"):  # the programmatic API checks it too
+        fast.prepare_model(tiny_unet(), compile=True, compile_mode="fastest")
 
 
 def test_graph_step_returns_a_copy_of_each_output():

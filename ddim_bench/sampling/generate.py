@@ -1,33 +1,23 @@
 """Seeded generation for one sampler cell, split over ranks.
 
-Sample i always starts from x_T drawn from its own generator seeded by (base seed, i), and the same
-generator supplies its step noise, so a sample does not depend on batch size or the number of processes.
+Sample i's x_T and step noise come from its own counter-keyed stream (``noise.SampleNoise`` keyed by
+(seed, i)), so a sample does not depend on batch size or the number of processes.
 """
 from __future__ import annotations
 
-import sys
 import time
+
 import torch
 
 from ddim_bench.sampling import ddim
 from ddim_bench.images import to_uint8_rgb
 from ddim_bench.sampling.cell import Cell
+from ddim_bench.sampling.noise import SampleNoise
 
 
-def sample_seed(base: int, index: int) -> int:
-    return (int(base) * 1_000_003 + int(index)) % (2 ** 63 - 1)
-
-
-def generators(base: int, indices, device) -> list[torch.Generator]:
-    return [torch.Generator(device=device).manual_seed(sample_seed(base, i)) for i in indices]
-
-
-def initial_noise(gens, shape, device) -> torch.Tensor:
-    """x_T for each sample from its own generator; shape is [C, H, W]."""
-    out = torch.empty((len(gens), *shape), device=device)
-    for i, g in enumerate(gens):
-        torch.randn(shape, generator=g, out=out[i], device=device)
-    return out
+def initial_noise(seed: int, indices, shape, device) -> torch.Tensor:
+    """x_T of samples ``indices`` under ``seed`` (float32, [len(indices), *shape]), as ``generate`` draws it."""
+    return SampleNoise(seed, indices, shape, device).initial()
 
 
 def rank_indices(n: int, rank: int, world: int) -> list[int]:
@@ -35,36 +25,47 @@ def rank_indices(n: int, rank: int, world: int) -> list[int]:
     return list(range(rank, n, world))
 
 
-def generate(model, alphas, cell: Cell, indices, shape, seed: int, batch_size: int, device,
-             on_batch=None, log_prefix: str = "") -> dict:
-    """Sample ``indices``; ``on_batch(images_uint8, idx)`` sees each batch. Returns timing figures."""
-    taus = ddim.timesteps(alphas.numel(), cell.steps, cell.skip)
+def generate(model, alphas, cell: Cell, indices, shape, seed: int, batch_size: int, device, on_batch=None) -> dict:
+    """Sample ``indices`` with the cell's sampler; ``on_batch(images_uint8, idx)`` sees each batch.
+
+    Returns the sampling seconds (warm-up batch excluded), the images made, the network calls per sample counted
+    by a wrapper around the model (``nfe``) and the sampler's formula for them (``nfe_predicted``).
+    """
+    from ddim_bench.sampling.cost import CallCounter
+    from ddim_bench.sampling.samplers import get_spec, run_sampler
+    counter = CallCounter(model)
     stochastic = not cell.deterministic
 
     def run(idx):
-        gens = generators(seed, idx, device)
-        x_T = initial_noise(gens, shape, device)
-        return ddim.sample(model, x_T, alphas, taus, eta=cell.eta, variance=cell.variance,
-                                clip_x0=cell.clip_x0, generator=gens if stochastic else None)
+        noise = SampleNoise(seed, idx, shape, device)
+        if cell.sampler == "ddim":
+            taus = ddim.timesteps(alphas.numel(), cell.steps, cell.skip)
+            return ddim.sample(counter, noise.initial(), alphas, taus, eta=cell.eta, variance=cell.variance,
+                               clip_x0=cell.clip_x0, generator=noise if stochastic else None)
+        return run_sampler(cell.sampler, counter, noise.initial(), alphas, cell.steps, spacing=cell.skip,
+                           generator=noise if stochastic else None)
 
     if indices:  # warm-up batch, not timed
         run(indices[: min(len(indices), batch_size, 8)])
     sync(device)
-    seconds, done = 0.0, 0
+    seconds, done, calls = 0.0, 0, None
     for b in range(0, len(indices), batch_size):
         idx = indices[b:b + batch_size]
+        counter.reset()
         t0 = time.perf_counter()
         x0 = run(idx)
         sync(device)
         seconds += time.perf_counter() - t0
+        calls = counter.calls
         done += len(idx)
         if on_batch is not None:
             on_batch(to_uint8_rgb(x0).cpu(), idx)
-        print(f"\r{log_prefix}{done}/{len(indices)} images, {done / max(seconds, 1e-9):.1f} img/s",
-              end="", file=sys.stderr, flush=True)
-    if indices:
-        print(file=sys.stderr, flush=True)
-    return {"seconds": seconds, "images": done, "nfe": ddim.model_calls(taus)}
+    if cell.sampler == "ddim":
+        predicted = ddim.model_calls(ddim.timesteps(alphas.numel(), cell.steps, cell.skip))
+    else:
+        predicted = get_spec(cell.sampler).nfe(cell.steps)
+    return {"seconds": seconds, "images": done, "nfe": calls if calls is not None else predicted,
+            "nfe_predicted": predicted}
 
 
 def sync(device) -> None:

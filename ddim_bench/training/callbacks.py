@@ -17,7 +17,6 @@ class SampleGrid(pl.Callback):
 
     def __init__(self, dirpath: str, every_n_steps: int = 500, n: int = 64, steps: int = 50, seed: int = 0):
         self.dirpath, self.every, self.n, self.steps, self.seed = dirpath, every_n_steps, n, steps, seed
-        self.last_path: str | None = None
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         step = trainer.global_step
@@ -41,7 +40,6 @@ class SampleGrid(pl.Callback):
         model.train(was_training)
         path = os.path.join(self.dirpath, f"step_{step:07d}.png")
         save_png(image_grid(to_uint8_rgb(x0)), path)
-        self.last_path = path
         for logger in trainer.loggers:
             if hasattr(logger, "log_image"):
                 logger.log_image(key="samples/ema", images=[path], step=step)

@@ -19,7 +19,6 @@ class FIDCallback(pl.Callback):
         self.metrics_cfg, self.cache_dir, self.dm = metrics_cfg, cache_dir, datamodule
         self.every, self.n, self.steps, self.seed, self.batch_size = every_n_steps, n_samples, steps, seed, batch_size
         self.fid = None
-        self.history: list[tuple[int, float]] = []
 
     def setup(self, trainer, pl_module, stage):
         from ddim_bench.evaluation.metrics import Scorer, torchmetrics_fid
@@ -47,8 +46,7 @@ class FIDCallback(pl.Callback):
         shape = (hp["in_channels"], hp["resolution"], hp["resolution"])
         idx = rank_indices(self.n, trainer.global_rank, trainer.world_size)
         generate(model, pl_module.alphas, Cell(self.steps, 0.0), idx, shape, self.seed, self.batch_size,
-                 pl_module.device, on_batch=lambda images, _: self.fid.update(images.to(pl_module.device), real=False),
-                 log_prefix=f"[fid step {step}] ")
+                 pl_module.device, on_batch=lambda images, _: self.fid.update(images.to(pl_module.device), real=False))
         model.train(was_training)
         value = float(self.fid.compute())  # torchmetrics gathers the states of all ranks
         self.fid.reset()                   # generated side only: reset_real_features=False
@@ -56,5 +54,4 @@ class FIDCallback(pl.Callback):
         if trainer.is_global_zero:  # straight to the loggers: not lost between log_every_n_steps
             for lg in trainer.loggers:
                 lg.log_metrics({"val/fid": value}, step=step)
-        self.history.append((step, value))
         return value
