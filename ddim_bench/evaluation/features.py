@@ -2,22 +2,19 @@
 
 * ``inception-v3-compat`` — torch-fidelity's own InceptionV3, loaded from a local weights file
   (it cannot be downloaded on every machine, so the path is always given explicitly).
-* ``digits-cnn`` — a small CNN classifier for scikit-learn's 8×8 digits, trained once on CPU and cached on
-  disk under a hash of its settings.  It provides a 64-d penultimate feature (``"64"``, for FID/KID) and
-  ``"logits_unbiased"`` (10 classes, for IS).
+* ``digits-cnn`` — a small CNN digit classifier (``classifier.py``), trained once on CPU on scikit-learn's 8×8
+  digits or (``metrics.extractor: mnist`` / ``metrics.classifier.dataset: mnist``) on real MNIST digits, and
+  cached on disk under a hash of its settings.  It provides a 64-d penultimate feature (``"64"``, for
+  FID/KID) and ``"logits_unbiased"`` (10 classes, for IS).
 
 Both take torch-fidelity's standard input: uint8 images [B, 3, H, W].
 """
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import pickle
 
 import torch
-import torch.nn as nn
-import torch.nn.functional as F
 from torch_fidelity.feature_extractor_base import FeatureExtractorBase
 from torch_fidelity.feature_extractor_inceptionv3 import URL_INCEPTION_V3
 from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY, register_feature_extractor
@@ -25,14 +22,14 @@ from torch_fidelity.utils import create_feature_extractor
 from torch_fidelity.utils_torch import torch_atomic_save
 
 from ddim_bench.errors import UserError
+from ddim_bench.evaluation import classifier as _classifier
+from ddim_bench.evaluation.classifier import (DIGITS_ARCH_VERSION, DigitsCNN, MnistCNN, build_net,  # noqa: F401
+                                              dataset_of, fit_input, settings_for, settings_hash, train_classifier)
 
 INCEPTION = "inception-v3-compat"
 DIGITS = "digits-cnn"
 INCEPTION_WEIGHTS_FILE = os.path.basename(URL_INCEPTION_V3)  # weights-inception-2015-12-05-6726825d.pth
-DIGITS_ARCH_VERSION = 1
-
-# How many times a digits classifier was actually trained in this process (tests check cache hits with it).
-CLASSIFIER_TRAININGS = 0
+train_digits_classifier = train_classifier  # the old name
 
 
 class MissingWeightsError(UserError):
@@ -50,109 +47,32 @@ def check_inception_weights(weights_path) -> str:
 
 
 # --------------------------------------------------------------------------------------------------------------
-# The digits classifier
+# The digit classifiers (trained and cached; the networks and their training live in classifier.py)
 # --------------------------------------------------------------------------------------------------------------
 
-class DigitsCNN(nn.Module):
-    """Three 3×3 convolutions, global average pooling, a 64-d hidden layer and 10 logits."""
-
-    def __init__(self, width: int = 32, feature_dim: int = 64):
-        super().__init__()
-        self.body = nn.Sequential(
-            nn.Conv2d(1, width, 3, padding=1), nn.ReLU(),
-            nn.Conv2d(width, 2 * width, 3, padding=1), nn.ReLU(),
-            nn.MaxPool2d(2),
-            nn.Conv2d(2 * width, 2 * width, 3, padding=1), nn.ReLU(),
-            nn.AdaptiveAvgPool2d(1), nn.Flatten(),
-        )
-        self.hidden = nn.Linear(2 * width, feature_dim)
-        self.head = nn.Linear(feature_dim, 10)
-
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Images in [−1, 1], [B, 1, R, R] → (penultimate features [B, 64], logits [B, 10])."""
-        h = F.relu(self.hidden(self.body(x)))
-        return h, self.head(h)
+def digits_settings(resolution: int | None = None, epochs: int | None = None, seed: int = 0,
+                    dataset: str = "digits") -> dict:
+    """The classifier settings (see ``classifier.settings_for``); the digits defaults give the old cache key."""
+    return settings_for(dataset, resolution, epochs, seed)
 
 
-def digits_settings(resolution: int = 8, epochs: int = 20, seed: int = 0) -> dict:
-    """Everything that changes the trained classifier (its cache key is a hash of this).
-
-    8 is the data's native resolution (a few seconds on CPU); 16 works too but trains several times slower.
-    """
-    if resolution not in (8, 16):
-        raise UserError(f"metrics.classifier.resolution={resolution} is not supported; use 8 or 16")
-    return {"arch": DIGITS_ARCH_VERSION, "resolution": int(resolution), "epochs": int(epochs), "seed": int(seed),
-            "batch_size": 64, "lr": 3e-3, "holdout": 360}
-
-
-def settings_hash(settings: dict) -> str:
-    """Short stable hash of a settings dict."""
-    return hashlib.sha1(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]
-
-
-def _digits_tensors(resolution: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """All 1797 sklearn digits as float images in [−1, 1] at ``resolution`` (bilinear, like the data module)."""
-    from sklearn.datasets import load_digits
-
-    d = load_digits()
-    x = torch.tensor(d.images, dtype=torch.float32)[:, None] / 16.0 * 2 - 1
-    if resolution != 8:
-        x = F.interpolate(x, size=resolution, mode="bilinear", align_corners=False).clamp(-1, 1)
-    return x, torch.tensor(d.target, dtype=torch.long)
-
-
-def train_digits_classifier(settings: dict) -> dict:
-    """Train the classifier deterministically on one CPU thread (faster than several for a net this small).
-
-    Returns a checkpoint dict: state dict, settings, held-out accuracy and ``feature_scale``, the factor that
-    gives the 64-d features unit RMS on the training images (so KID's polynomial kernel sees O(1) values, as it
-    does with Inception features).
-    """
-    global CLASSIFIER_TRAININGS
-    x, y = _digits_tensors(settings["resolution"])
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(settings["seed"])
-            perm = torch.randperm(len(x))
-            test, train = perm[:settings["holdout"]], perm[settings["holdout"]:]
-            net = DigitsCNN()
-            _fit(net, x[train], y[train], settings)
-        net.eval()
-        with torch.no_grad():
-            acc = (net(x[test])[1].argmax(1) == y[test]).float().mean().item()
-            scale = net(x[train])[0].square().mean().rsqrt().item()
-    finally:
-        torch.set_num_threads(threads)
-    CLASSIFIER_TRAININGS += 1
-    return {"state_dict": net.state_dict(), "settings": settings, "heldout_accuracy": acc, "feature_scale": scale}
-
-
-def _fit(net: nn.Module, x: torch.Tensor, y: torch.Tensor, settings: dict) -> None:
-    """Adam with a one-cycle learning rate, shuffled minibatches (uses the global RNG)."""
-    bs = settings["batch_size"]
-    opt = torch.optim.Adam(net.parameters(), lr=settings["lr"])
-    steps = settings["epochs"] * ((len(x) + bs - 1) // bs)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=settings["lr"], total_steps=steps)
-    for _ in range(settings["epochs"]):
-        order = torch.randperm(len(x))
-        for i in range(0, len(x), bs):
-            idx = order[i:i + bs]
-            loss = F.cross_entropy(net(x[idx])[1], y[idx])
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            sched.step()
+def __getattr__(name):  # the live training counter, kept in classifier.py
+    if name == "CLASSIFIER_TRAININGS":
+        return _classifier.CLASSIFIER_TRAININGS
+    raise AttributeError(name)
 
 
 def ensure_digits_classifier(cache_dir: str, **settings) -> str:
-    """Path of the cached classifier checkpoint for these settings, training it first if it is not there."""
+    """Path of the cached classifier checkpoint for these settings, training it first if it is not there.
+
+    digits: ``digits_cnn/digits-cnn-<hash>.pt`` (as always); mnist: ``mnist_cnn/mnist-cnn-<hash>.pt``.
+    """
     s = digits_settings(**settings)
-    path = os.path.join(cache_dir, "digits_cnn", f"{DIGITS}-{settings_hash(s)}.pt")
+    kind = dataset_of(s)
+    path = os.path.join(cache_dir, f"{kind}_cnn", f"{kind}-cnn-{settings_hash(s)}.pt")
     if not os.path.isfile(path):
         os.makedirs(os.path.dirname(path), exist_ok=True)
-        torch_atomic_save(train_digits_classifier(s), path)
+        torch_atomic_save(train_classifier(s), path)
     return path
 
 
@@ -164,10 +84,11 @@ class FeatureExtractorDigits(FeatureExtractorBase):
         if feature_extractor_weights_path is None:
             raise UserError(f"feature extractor {name} needs feature_extractor_weights_path (a trained checkpoint)")
         ckpt = torch.load(feature_extractor_weights_path, map_location="cpu", weights_only=False)
-        self.resolution = ckpt["settings"]["resolution"]
+        self.settings = ckpt["settings"]
+        self.resolution = self.settings["resolution"]
         self.heldout_accuracy = ckpt["heldout_accuracy"]
         self.feature_scale = ckpt["feature_scale"]
-        self.net = DigitsCNN()
+        self.net = build_net(self.settings)
         self.net.load_state_dict(ckpt["state_dict"])
         self.requires_grad_(False)
         self.eval()
@@ -177,11 +98,7 @@ class FeatureExtractorDigits(FeatureExtractorBase):
         if not (torch.is_tensor(x) and x.dtype == torch.uint8 and x.dim() == 4 and x.shape[1] == 3):
             raise ValueError(f"expected uint8 images [B, 3, H, W], got {getattr(x, 'dtype', type(x))} "
                              f"{tuple(getattr(x, 'shape', ()))}")
-        g = x.float().mean(dim=1, keepdim=True) / 255.0
-        if g.shape[-1] > self.resolution or g.shape[-2] > self.resolution:
-            g = F.interpolate(g, size=self.resolution, mode="area")
-        elif g.shape[-1] < self.resolution or g.shape[-2] < self.resolution:
-            g = F.interpolate(g, size=self.resolution, mode="bilinear", align_corners=False)
+        g = fit_input(x.float().mean(dim=1, keepdim=True) / 255.0, self.settings)
         feats, logits = self.net(g * 2 - 1)
         out = {"64": feats * self.feature_scale, "logits_unbiased": logits}
         return tuple(out[k] for k in self.features_list)
@@ -212,11 +129,12 @@ if DIGITS not in FEATURE_EXTRACTORS_REGISTRY:
 # --------------------------------------------------------------------------------------------------------------
 
 def extractor_name(metrics_cfg) -> str:
-    """Registered torch-fidelity name for ``metrics.extractor`` (``digits`` is an alias of ``digits-cnn``)."""
+    """Registered torch-fidelity name for ``metrics.extractor``: ``digits`` and ``mnist`` (a classifier trained
+    on MNIST) both name the ``digits-cnn`` extractor, whose checkpoint says which network it holds."""
     name = metrics_cfg.get("extractor", "digits")
-    name = DIGITS if name == "digits" else name
+    name = DIGITS if name in ("digits", "mnist") else name
     if name not in (DIGITS, INCEPTION):
-        raise UserError(f"metrics.extractor={name} is not supported; use digits or {INCEPTION}")
+        raise UserError(f"metrics.extractor={name} is not supported; use digits, mnist or {INCEPTION}")
     return name
 
 
@@ -229,9 +147,15 @@ def extractor_weights(metrics_cfg, cache_dir: str) -> str:
 
 
 def classifier_settings(metrics_cfg) -> dict:
-    """The ``metrics.classifier`` keys that :func:`digits_settings` takes."""
+    """The ``metrics.classifier`` keys that :func:`digits_settings` takes; ``extractor: mnist`` implies
+    ``classifier.dataset: mnist`` (and contradicting it is an error)."""
     clf = metrics_cfg.get("classifier") or {}
-    return {k: clf[k] for k in ("resolution", "epochs", "seed") if k in clf}
+    out = {k: clf[k] for k in ("resolution", "epochs", "seed", "dataset") if k in clf}
+    if metrics_cfg.get("extractor") == "mnist":
+        if out.setdefault("dataset", "mnist") != "mnist":
+            raise UserError(f"metrics.classifier.dataset={out['dataset']} contradicts metrics.extractor=mnist; "
+                            f"drop one of them")
+    return out
 
 
 def build_extractor(metrics_cfg, cache_dir: str, features_list, device="cpu") -> tuple[FeatureExtractorBase, str]:

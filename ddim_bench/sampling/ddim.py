@@ -10,10 +10,13 @@ from typing import Callable, Sequence
 
 import torch
 
+from ddim_bench.sampling.noise import SampleNoise
+
 Model = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 SKIPS = ("uniform", "quad", "trailing", "linspace")
 VARIANCES = ("eta", "hat")
 SCHEDULES = ("linear", "cosine")
+PREFETCH_ELEMENTS = 1 << 18  # SampleNoise numbers drawn per vectorised call (several small steps at once)
 
 
 def alphas_cumprod(num_timesteps: int = 1000, schedule: str = "linear",
@@ -66,13 +69,26 @@ def predict_x0(x: torch.Tensor, eps: torch.Tensor, alpha_t: float) -> torch.Tens
 
 
 def ddim_step(x, eps, alpha_t: float, alpha_prev: float, eta: float, noise, clip_x0: bool = False):
-    """One step τ_i → τ_{i−1}: √α_prev x̂0 + √(1 − α_prev − σ²) ε̂ + σ z (paper Eq. 12)."""
+    """One step τ_i → τ_{i−1}: √α_prev x̂0 + √(1 − α_prev − σ²) ε̂ + σ z (paper Eq. 12); returns (x_prev, x̂0).
+
+    Without clipping x_prev is computed as a·x + b·ε̂ (+ σz), a = √(α_prev/α_t), b = √(1 − α_prev − σ²) −
+    a·√(1 − α_t): the same value in three passes over the batch.  ``noise()`` returns z.
+    """
     x0 = predict_x0(x, eps, alpha_t)
     if clip_x0:
-        x0 = x0.clamp(-1, 1)
+        s = sigma(alpha_t, alpha_prev, eta)
+        out = math.sqrt(alpha_prev) * x0.clamp_(-1, 1) + math.sqrt(max(1 - alpha_prev - s * s, 0.0)) * eps
+        return (out.add_(noise(), alpha=s) if s > 0 else out), x0
+    return _eta_update(x, eps, alpha_t, alpha_prev, eta, noise), x0
+
+
+def _eta_update(x, eps, alpha_t: float, alpha_prev: float, eta: float, noise) -> torch.Tensor:
+    """x_prev of ``ddim_step`` without clipping and without forming x̂0 (x and ε̂ are left untouched)."""
     s = sigma(alpha_t, alpha_prev, eta)
-    out = math.sqrt(alpha_prev) * x0 + math.sqrt(max(1 - alpha_prev - s * s, 0.0)) * eps
-    return (out + s * noise()) if s > 0 else out, x0
+    a = math.sqrt(alpha_prev / alpha_t)
+    b = math.sqrt(max(1 - alpha_prev - s * s, 0.0)) - a * math.sqrt(1 - alpha_t)
+    out = torch.mul(x, a).add_(eps, alpha=b)
+    return out.add_(noise(), alpha=s) if s > 0 else out
 
 
 def hat_step(x, eps, alpha_t: float, alpha_prev: float, noise, last: bool):
@@ -83,20 +99,45 @@ def hat_step(x, eps, alpha_t: float, alpha_prev: float, noise, last: bool):
     return (mean if last or beta <= 0 else mean + math.sqrt(beta) * noise()), x0
 
 
-def _noise_fn(x: torch.Tensor, generator):
-    """A callable drawing z ~ N(0, I) shaped like x; a list of generators draws each sample's own z."""
+def _noise_source(x: torch.Tensor, generator, counters: Sequence[int]) -> Callable[[int], torch.Tensor]:
+    """``draw(k)`` → z ~ N(0, I) shaped like x for step counter k; ``counters`` lists the k's to come, in order.
+
+    A ``SampleNoise`` gives each sample its own counter-keyed noise, drawn ahead in chunks of steps; a list of
+    generators draws each sample's z from its own generator, in turn; a generator (or None) draws the batch.
+    """
+    if isinstance(generator, SampleNoise):
+        if len(generator) != x.shape[0]:
+            raise ValueError(f"generator (SampleNoise) has {len(generator)} samples for a batch of {x.shape[0]}")
+        return _Prefetched(generator, list(counters), like=x)
     if isinstance(generator, (list, tuple)):
         if len(generator) != x.shape[0]:
             raise ValueError(f"generator list has {len(generator)} entries for a batch of {x.shape[0]}")
         buf = torch.empty_like(x)
         rows = buf.unbind(0)  # one view per sample, made once
 
-        def draw():
+        def draw(k):
             for row, g in zip(rows, generator):
                 row.normal_(generator=g)  # the numbers torch.randn(..., generator=g) would give
             return buf
         return draw
-    return lambda: torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
+    return lambda k: torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
+
+
+class _Prefetched:
+    """Draws a ``SampleNoise``'s steps ``PREFETCH_ELEMENTS`` numbers at a time, in the order they are used."""
+
+    def __init__(self, source: SampleNoise, counters: list[int], like: torch.Tensor):
+        per = max(1, PREFETCH_ELEMENTS // max(1, len(source) * source.numel))
+        self.source, self.like, self.chunks = source, like, [counters[i:i + per] for i in range(0, len(counters), per)]
+        self.ready: list[tuple[int, torch.Tensor]] = []
+
+    def __call__(self, k: int) -> torch.Tensor:
+        if not self.ready and self.chunks:
+            ks = self.chunks.pop(0)
+            self.ready = list(zip(ks, self.source.steps(ks).to(device=self.like.device, dtype=self.like.dtype)))
+        if not self.ready or self.ready[0][0] != k:
+            raise RuntimeError(f"step counter {k} was not the next one announced to the noise prefetch")
+        return self.ready.pop(0)[1]
 
 
 def _alpha(alphas: torch.Tensor, t: int) -> float:
@@ -111,25 +152,36 @@ def sample(model: Model, x_T: torch.Tensor, alphas_cumprod: torch.Tensor, timest
 
     ``variance="eta"`` uses σ(η) of Eq. 16; ``variance="hat"`` is the paper's σ̂ row.  A repeated τ
     leaves x unchanged and costs no model call.  ``callback(i, t, x, x0_hat)`` sees every step.
+    ``generator``: None or a ``torch.Generator`` (the batch's z drawn together), a list of generators (one
+    per sample, drawn in turn) or a ``noise.SampleNoise`` (sample i's z at step τ_i = t is its block for
+    counter t: independent of the batch it is in).
     """
     if variance not in VARIANCES:
         raise ValueError(f"variance must be one of {VARIANCES}, got {variance!r}")
     if eta < 0:
         raise ValueError(f"eta must be >= 0, got {eta}")
     alphas = alphas_cumprod.detach().double().cpu()  # python floats: no device sync inside the loop
-    noise = _noise_fn(x_T, generator)
     taus = list(timesteps)
-    x, t_batch = x_T, torch.empty(x_T.shape[0], dtype=torch.long, device=x_T.device)
+    plan = []  # (i, t, α_t, α_prev, draws noise?) per model call, last τ first
     for i in reversed(range(len(taus))):
         t, t_prev = taus[i], (taus[i - 1] if i > 0 else -1)
         if t == t_prev:
             continue
         a_t, a_prev = _alpha(alphas, t), _alpha(alphas, t_prev)
+        noisy = (t_prev >= 0 and a_t < a_prev) if variance == "hat" else sigma(a_t, a_prev, eta) > 0
+        plan.append((i, t, a_t, a_prev, noisy))
+    draw = _noise_source(x_T, generator, [t for i, t, a_t, a_prev, noisy in plan if noisy])
+    x, t_batch = x_T, torch.empty(x_T.shape[0], dtype=torch.long, device=x_T.device)
+    for i, t, a_t, a_prev, noisy in plan:
         eps = model(x, t_batch.fill_(t))
+        noise = (lambda: draw(t)) if noisy else None
         if variance == "hat":
-            x, x0 = hat_step(x, eps, a_t, a_prev, noise, last=t_prev < 0)
+            x, x0 = hat_step(x, eps, a_t, a_prev, noise, last=i == 0)
+        elif clip_x0:
+            x, x0 = ddim_step(x, eps, a_t, a_prev, eta, noise, clip_x0=True)
         else:
-            x, x0 = ddim_step(x, eps, a_t, a_prev, eta, noise, clip_x0)
+            x0 = predict_x0(x, eps, a_t) if callback is not None else None
+            x = _eta_update(x, eps, a_t, a_prev, eta, noise)
         if callback is not None:
             callback(i, t, x, x0)
     return x
