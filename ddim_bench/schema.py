@@ -22,7 +22,8 @@ WEIGHTS = ("ema", "raw")
 
 def spec(default=MISSING, *, min=None, max=None, below=None, choices=None, factory=None, help: str = ""):
     """A dataclass field with its declared range: ``min ≤ v ≤ max``, ``v < below``, ``v in choices``."""
-    meta = {k: v for k, v in dict(min=min, max=max, below=below, choices=choices, help=help).items() if v}
+    meta = {k: v for k, v in dict(min=min, max=max, below=below, choices=choices, help=help).items()
+            if v is not None and v != ""}
     if factory is not None:
         return field(default_factory=factory, metadata=meta)
     return field(default=default, metadata=meta)

@@ -7,11 +7,7 @@ import time
 import torch
 
 from ddim_bench.sampling import ddim
-
-
-def sync(device: torch.device) -> None:
-    if torch.device(device).type == "cuda":
-        torch.cuda.synchronize(device)
+from ddim_bench.sampling.generate import sync
 
 
 def timed(fn, device):

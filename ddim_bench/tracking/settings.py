@@ -9,8 +9,8 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Mapping
-from typing import Any
 
+from ddim_bench.config import plain
 from ddim_bench.errors import UserError
 
 MODES = ("online", "offline", "disabled")
@@ -21,17 +21,6 @@ REDACTED = "<redacted>"
 def validate_mode(mode) -> None:
     if mode not in MODES:
         raise UserError(f"logger.wandb.mode={mode} must be one of {', '.join(MODES)}")
-
-
-def plain(obj) -> Any:
-    """OmegaConf containers -> plain dicts/lists (resolved); anything else unchanged."""
-    try:
-        from omegaconf import DictConfig, ListConfig, OmegaConf
-    except ImportError:  # pragma: no cover - hydra is a dependency
-        return obj
-    if isinstance(obj, (DictConfig, ListConfig)):
-        return OmegaConf.to_container(obj, resolve=True)
-    return obj
 
 
 def wandb_section(logger_cfg) -> dict:
