@@ -95,6 +95,7 @@ def app(schema_cls):
                 from ddim_bench.validation import validate
                 typed = validate(cfg, schema_cls)
                 quiet_srun_warning(typed)
+                quiet_libraries()
                 return task(typed)
             except (UserError, ValueError, FileNotFoundError, OmegaConfBaseException) as err:
                 if os.environ.get("DDIM_BENCH_TRACEBACK"):
@@ -173,3 +174,14 @@ def quiet_srun_warning(cfg) -> None:
     world = (devices if isinstance(devices, int) else 2) * int(node.get("num_nodes", 1) if node is not None else 1)
     if world == 1:
         warnings.filterwarnings("ignore", message=".*srun. command is available on your system but is not used")
+
+
+def quiet_libraries() -> None:
+    """Keep the console to what the harness says: Lightning's banner lines (tips, "GPU available: ...") go to the
+    job's log file only, and a deprecation warning from inside Lightning is not shown."""
+    import logging
+    import warnings
+    for name in ("pytorch_lightning.utilities.rank_zero", "lightning_fabric.utilities.rank_zero",
+                 "lightning.pytorch.utilities.rank_zero"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)` is deprecated")

@@ -45,4 +45,5 @@ def test_image_folder_and_cifar_errors_name_the_root(tmp_path):
     with pytest.raises(UserError, match="data.root=.*holds no images"):
         ImageFolderDataModule(root=str(tmp_path)).dataset("train")
     with pytest.raises(UserError, match="data.root"):
-        build_datamodule({"name": "cifar10", "root": str(tmp_path), "download": False}).dataset("train")
+        build_datamodule({"_target_": "ddim_bench.data.modules.Cifar10DataModule", "name": "cifar10",
+                          "root": str(tmp_path), "download": False}).dataset("train")

@@ -237,7 +237,7 @@ def test_requeued_training_resumes_from_its_checkpoint(slurm_cluster, job_names,
     first, _, rerun = log.partition("start restart_count=1")
     assert first.startswith("start restart_count=0") and rerun, log[-3000:]
     assert "stopped: `max_steps" not in first, "the job finished before it was requeued: make the run longer"
-    assert f"Restored all states from the checkpoint at {run_dir / 'checkpoints' / 'last.ckpt'}" in rerun, rerun
+    assert f"resuming from {run_dir / 'checkpoints' / 'last.ckpt'}" in rerun, rerun
     assert f"checkpoint: {run_dir / 'checkpoints' / 'last.ckpt'}" in rerun
 
     assert global_step(run_dir / "checkpoints" / "last.ckpt") == REQUEUE_STEPS

@@ -118,7 +118,7 @@ def test_two_sweeps_on_one_folder_compute_each_record_once(trained, tmp_path, bi
                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) for i in range(2)]
     logs = [p.communicate(timeout=600)[1] for p in procs]
     assert all(p.returncode == 0 for p in procs), logs
-    computed = [ln for log in logs for ln in log.splitlines() if ": FID " in ln]
+    computed = [ln for log in logs for ln in log.splitlines() if ln.startswith("  S=") and ": FID " in ln]
     assert len(computed) == 4, logs  # each of the 4 records computed by exactly one of the two processes
     assert len(records(tmp_path / "r")) == 4
 

@@ -75,7 +75,7 @@ def test_rerun_with_more_steps_continues_csv_and_wandb_run(first_part, train, tm
     run = copy_of(first_part, tmp_path)
     before = rows(run)
     proc = train(run, 40)
-    assert f"Restored all states from the checkpoint at {run / 'checkpoints' / 'last.ckpt'}" in proc.stdout + proc.stderr
+    assert f"resuming from {run / 'checkpoints' / 'last.ckpt'}" in proc.stdout + proc.stderr
     after = rows(run)
     assert_one_history(after, 39)
     # rows before the resumed checkpoint (step 16) are the first start's, untouched; 17 and 19 were logged again
@@ -97,7 +97,7 @@ def test_truncated_last_ckpt_falls_back_to_the_previous_checkpoint(first_part, t
     warned = [ln for ln in proc.stderr.splitlines() if ln.startswith("warning:") and "ckpt" in ln]
     assert len(warned) == 1 and str(last) in warned[0] and str(previous) in warned[0], proc.stderr
     assert "not a readable checkpoint" in warned[0]
-    assert f"Restored all states from the checkpoint at {previous}" in proc.stdout + proc.stderr
+    assert f"resuming from {previous}" in proc.stdout + proc.stderr
     assert_one_history(rows(run), 23)
     assert len(set(wandb_ids(run))) == 1
 

@@ -41,6 +41,7 @@ def train(cfg: DictConfig) -> DiffusionModule:
     T = cfg.diffusion.num_timesteps
     validation.check_steps([cfg.callbacks.sample_grid.steps], T, "callbacks.sample_grid.steps")
     validation.check_steps([cfg.callbacks.fid.steps], T, "callbacks.fid.steps")
+    validation.check_steps([cfg.sampler.steps], T, "sampler.steps")
     dm = config.build_datamodule(cfg.data)
     model_shape = (cfg.model.in_channels, cfg.model.resolution, cfg.model.resolution)
     # a missing dataset root or a model that does not fit the images stops here, before anything is written
@@ -50,7 +51,9 @@ def train(cfg: DictConfig) -> DiffusionModule:
         check_extractor(cfg.metrics)
     # a bad ckpt_path stops here; a truncated last.ckpt falls back to an older checkpoint
     resume = find_resume(cfg.ckpt_path, cfg.paths.output_dir, say=cli.launcher_rank() == 0)
-    pl.seed_everything(cfg.seed, workers=True)
+    if resume.path and cli.launcher_rank() == 0:
+        print(f"resuming from {resume.path}", flush=True)
+    pl.seed_everything(cfg.seed, workers=True, verbose=False)
     out = cfg.paths.output_dir
     module = DiffusionModule(config.unet_kwargs(cfg.model), config.plain(cfg.diffusion), lr=cfg.optim.lr,
                              warmup_steps=cfg.optim.warmup_steps)

@@ -57,14 +57,32 @@ def lightning_logger(logger_cfg, run_config: dict, save_dir: str, name: str | No
         kwargs.pop("name")
         # log_model needs an upload, so it only makes sense online.
         log_model = bool(section.get("log_model", False)) and section["mode"] == "online"
-        loggers.append(_ScrubbingWandbLogger(name=name, save_dir=str(save_dir), log_model=log_model,
+        wandb_logger = _ScrubbingWandbLogger(name=name, save_dir=str(save_dir), log_model=log_model,
                                              id=run_id(save_dir, resume_step is not None, rank0), resume="allow",
-                                             **kwargs))
+                                             **kwargs)
+        if resume_step is not None and rank0:
+            start_when_free(wandb_logger)
+        loggers.append(wandb_logger)
     csv_logger = CSVLogger(save_dir=str(save_dir), name="csv", version="")
     if resume_step is not None and rank0:
         csv_logger._experiment = _continuing_writer(csv_logger.log_dir, resume_step)
     loggers.append(csv_logger)
     return loggers
+
+
+def start_when_free(wandb_logger, wait_s: float = 90.0) -> None:
+    """Start the resumed run now.  After a kill, the killed start's wandb service can hold the run id for a while
+    ("run ID ... is in use") until it notices its parent is gone: wait for it rather than fail the restart."""
+    import time
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            wandb_logger.experiment
+            return
+        except Exception as err:  # noqa: BLE001 - only the "in use" error is waited out
+            if "in use" not in str(err) or time.monotonic() > deadline:
+                raise
+            time.sleep(2.0)
 
 
 def run_id(save_dir: str, resuming: bool, rank0: bool) -> str | None:
