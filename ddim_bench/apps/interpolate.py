@@ -55,8 +55,7 @@ def log(cfg, folder: str, paths: dict[str, str]) -> None:
 @hydra.main(version_base="1.3", config_path=str(cli.CONF_DIR), config_name="interpolate")
 @cli.app(schema.InterpolateApp)
 def _main(cfg: DictConfig) -> None:
-    for name, path in run(cfg).items():
-        print(f"{name}: {path}")
+    run(cfg)
 
 
 def main() -> None:

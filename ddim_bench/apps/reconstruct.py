@@ -43,7 +43,7 @@ def run(cfg: DictConfig) -> list[dict]:
         key = cell_key(fields)
         if store.has(key):
             out.append(store.record(key))
-            say(f"reconstruction S={S}: already done")
+            say(f"reconstruction S={S}: MSE {store.record(key)['mse']:.3g} (already done)")
             continue
         taus = ddim.timesteps(c["alphas"].numel(), S, cfg.sampler.skip)
         recs, enc_s, dec_s = inversion.reconstruct(model, images, c["alphas"], taus, cfg.sampler.batch_size,
@@ -91,8 +91,7 @@ def say(msg: str) -> None:
 @hydra.main(version_base="1.3", config_path=str(cli.CONF_DIR), config_name="reconstruct")
 @cli.app(schema.ReconstructApp)
 def _main(cfg: DictConfig) -> None:
-    for r in sorted(run(cfg), key=lambda r: r["steps"]):
-        print(f"S={r['steps']}: reconstruction MSE {r['mse']:.4g} (std over images {r['mse_std']:.2g})")
+    run(cfg)
 
 
 def main() -> None:

@@ -120,8 +120,9 @@ def _main(cfg: DictConfig) -> None:
     if rep["claims_markdown"]:
         print(rep["claims_markdown"])
     print(f"protocol: {rep['protocol']}")
-    for name, path in {**rep["paths"], **extra.get("paths", {})}.items():
-        print(f"{name}: {path}")
+    names = sorted(os.path.basename(p) for p in {**rep["paths"], **extra.get("paths", {})}.values()
+                   if os.path.dirname(p) == os.path.join(cfg.results_dir, "report"))
+    print(f"report: {os.path.join(cfg.results_dir, 'report')}/ ({', '.join(names)})")
     sys.stdout.flush()
 
 

@@ -7,6 +7,7 @@ it is computed and skipped when finished, so reruns and concurrent job-array tas
 """
 from __future__ import annotations
 
+import logging
 import sys
 import time
 
@@ -18,6 +19,8 @@ from ddim_bench.errors import UserError
 from ddim_bench.evaluation import protocol, record as rec
 from ddim_bench.models import checkpoint, fast
 from ddim_bench.sampling.cell import Cell, cells_from_config
+
+log = logging.getLogger(__name__)
 
 
 def prepare(cfg: DictConfig, multirun: bool) -> dict:
@@ -61,7 +64,7 @@ def run_sweep(cfg: DictConfig) -> list[dict]:
     fields = dict(n_samples=cfg.n_samples, checkpoint_sha256=loaded.info["sha256"], weights=loaded.info["weights"],
                   schedule=p["schedule"], extractor=scorer.extractor_id, reference=p["ref_key"],
                   keep_images=cfg.keep_images, fast=config.plain(cfg.sampler.fast), noise_version=noise_version())
-    jobs = [(seed, c, rec.cell_key(rec.key_fields(c, seed, **fields))) for seed in cfg.seeds for c in cells]
+    jobs = [(seed, c, rec.cell_key(rec.key_fields(c, seed, **fields))) for c in cells for seed in cfg.seeds]
     ref_file = f"reference/{rec.cell_key({'reference': p['ref_key'], 'extractor': scorer.extractor_id})}.pt"
     pending = dist.broadcast([j for j in jobs if not results.has(j[2])] if dist.main else None)
     departures = protocol.departures(protocol_setting(cfg, loaded.info, p["dm"].name, scorer.name))
@@ -105,8 +108,10 @@ def run_sweep(cfg: DictConfig) -> list[dict]:
             results.put(key, record, files)
             claim.release()
             runs.log_cell(cfg.logger, record, out.images, results.root)
-            say(cell_line(record))
+            log.info(record_line(record))
             done.append(record)
+            if seed == cfg.seeds[-1]:  # the cell's last block: one console line for the cell
+                say(cell_line(cell, [results.record(k) for s, c, k in jobs if c == cell]))
         dist.barrier()
     return done
 
@@ -119,10 +124,20 @@ def protocol_setting(cfg, info: dict, dataset: str, extractor: str) -> dict:
             "seed_blocks": len(cfg.seeds)}
 
 
-def cell_line(r: dict) -> str:
+def record_line(r: dict) -> str:
     ci = f" [{r['fid_lo']:.3g}, {r['fid_hi']:.3g}]" if r.get("fid_lo") is not None else ""
-    return (f"  {Cell.from_record(r).label} seed {r['seed']}: FID {r['fid']:.3g}{ci}, "
+    return (f"{Cell.from_record(r).label} seed {r['seed']}: FID {r['fid']:.3g}{ci}, "
             f"{r['images_per_sec']:.0f} img/s, NFE {r['nfe']}")
+
+
+def cell_line(cell: Cell, recs: list) -> str:
+    """One line per cell: FID mean ± sd over its seed blocks (or its one block's interval), speed, NFE."""
+    from ddim_bench.reporting.aggregate import aggregate
+    from ddim_bench.reporting.table1 import fmt
+    recs = [r for r in recs if r is not None]
+    row = aggregate(recs)[0]
+    return (f"  {cell.label}: FID {fmt(row)} ({len(recs)} block{'s' * (len(recs) > 1)}), "
+            f"{row['images_per_sec']:.0f} img/s, NFE {row['nfe']:.0f}")
 
 
 def say(msg: str) -> None:

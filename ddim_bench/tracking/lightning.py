@@ -60,6 +60,7 @@ def lightning_logger(logger_cfg, run_config: dict, save_dir: str, name: str | No
         wandb_logger = _ScrubbingWandbLogger(name=name, save_dir=str(save_dir), log_model=log_model,
                                              id=run_id(save_dir, resume_step is not None, rank0), resume="allow",
                                              **kwargs)
+        wandb_logger._wandb_init.pop("anonymous", None)  # None still makes wandb warn that it is deprecated
         if resume_step is not None and rank0:
             start_when_free(wandb_logger)
         loggers.append(wandb_logger)
