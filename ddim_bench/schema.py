@@ -110,7 +110,8 @@ class Bootstrap:
 
 @dataclass
 class Metrics:
-    extractor: str = spec("digits", choices=("digits", "inception-v3-compat", "mnist"))
+    extractor: str = spec("digits", choices=("digits", "inception-v3-compat", "mnist",
+                                                "dinov2-vit-s-14", "dinov2-vit-b-14", "dinov2-vit-l-14"))
     weights_path: Optional[str] = None
     classifier: Optional[Dict[str, Any]] = None
     fid: bool = True

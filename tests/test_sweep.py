@@ -151,3 +151,22 @@ def test_multirun_evaluates_one_cell_per_job_into_one_folder(trained, tmp_path, 
     assert len(runs) == 2
     on_disk = json.loads((tmp_path / "res" / "cells" / f"{recs[(3, 0.0, 'eta', 0)]['key']}.json").read_text())
     assert on_disk["record"]["fid"] == recs[(3, 0.0, "eta", 0)]["fid"] > 0 and len(on_disk["sha256"]) == 64
+
+
+def test_mixed_sampler_grid_counts_nfe_and_resumes(sweep_cfg, tmp_path):
+    args = ("grid.samplers=[ddim,dpmpp_2m,heun,pndm]", "grid.steps=[4]", "grid.eta=[0.0]", "grid.hat=false")
+    first = sweep.run_sweep(sweep_cfg(tmp_path, *args))
+    by = {r["sampler"]: r for r in first}
+    assert set(by) == {"ddim", "dpmpp_2m", "heun", "pndm"}
+    assert by["heun"]["nfe"] == 2 * 4 - 1 and by["pndm"]["nfe"] == 4 + 9 and by["dpmpp_2m"]["nfe"] == 4
+    assert all(r["nfe"] == r["nfe_predicted"] and r["flops_per_image"] > 0 for r in first)
+    assert by["pndm"]["skip"] == "uniform" and by["dpmpp_2m"]["skip"] == "uniform"
+    again = sweep.run_sweep(sweep_cfg(tmp_path, *args, "seeds=[0,1]"))
+    assert sorted(r["sampler"] for r in again) == sorted(by) and all(r["seed"] == 1 for r in again)
+    # every sampler of a block starts from the same x_T: its samples stay closest to the same seed's ddim samples
+    results = store.ResultStore(str(tmp_path))
+    ddim0 = results.samples(by["ddim"]["key"]).float()
+    for name in ("dpmpp_2m", "heun"):
+        same = (results.samples(by[name]["key"]).float() - ddim0).pow(2).mean()
+        other = (results.samples(by[name]["key"]).float() - ddim0.roll(1, 0)).pow(2).mean()
+        assert same < other, name

@@ -23,6 +23,7 @@ from torch_fidelity.utils_torch import torch_atomic_save
 
 from ddim_bench.errors import UserError
 from ddim_bench.evaluation import classifier as _classifier
+from ddim_bench.evaluation import dinov2 as _dinov2  # registers dinov2-vit-{s,b,l}-14-local
 from ddim_bench.evaluation.classifier import (DIGITS_ARCH_VERSION, DigitsCNN, MnistCNN, build_net,  # noqa: F401
                                               dataset_of, fit_input, settings_for, settings_hash, train_classifier)
 
@@ -30,6 +31,8 @@ INCEPTION = "inception-v3-compat"
 DIGITS = "digits-cnn"
 INCEPTION_WEIGHTS_FILE = os.path.basename(URL_INCEPTION_V3)  # weights-inception-2015-12-05-6726825d.pth
 train_digits_classifier = train_classifier  # the old name
+# metrics.extractor: dinov2-vit-{s,b,l}-14 → our offline extractor (torch-fidelity's own needs torch.hub)
+DINOV2 = {f"dinov2-vit-{s}-14": f"dinov2-vit-{s}-14-local" for s in _dinov2.VIT_SIZES}
 
 
 class MissingWeightsError(UserError):
@@ -42,6 +45,17 @@ def check_inception_weights(weights_path) -> str:
         raise MissingWeightsError(
             f"metrics.extractor={INCEPTION} needs torch-fidelity's InceptionV3 weights file "
             f"{INCEPTION_WEIGHTS_FILE} (download: {URL_INCEPTION_V3}); put it at {weights_path} "
+            f"(metrics.weights_path)")
+    return str(weights_path)
+
+
+def check_dinov2_weights(name: str, weights_path) -> str:
+    """Like :func:`check_inception_weights`, for a ``dinov2-vit-*-14-local`` extractor."""
+    size = _dinov2.NAMES[name]
+    if not weights_path or not os.path.isfile(str(weights_path)):
+        raise MissingWeightsError(
+            f"metrics.extractor={name.removesuffix('-local')} needs the DINOv2 weights file "
+            f"{_dinov2.weights_file(size)} (download: {_dinov2.weights_url(size)}); put it at {weights_path} "
             f"(metrics.weights_path)")
     return str(weights_path)
 
@@ -132,9 +146,10 @@ def extractor_name(metrics_cfg) -> str:
     """Registered torch-fidelity name for ``metrics.extractor``: ``digits`` and ``mnist`` (a classifier trained
     on MNIST) both name the ``digits-cnn`` extractor, whose checkpoint says which network it holds."""
     name = metrics_cfg.get("extractor", "digits")
-    name = DIGITS if name in ("digits", "mnist") else name
-    if name not in (DIGITS, INCEPTION):
-        raise UserError(f"metrics.extractor={name} is not supported; use digits, mnist or {INCEPTION}")
+    name = DIGITS if name in ("digits", "mnist") else DINOV2.get(name, name)
+    if name not in (DIGITS, INCEPTION, *DINOV2.values()):
+        raise UserError(f"metrics.extractor={name} is not supported; use digits, mnist, {INCEPTION} or "
+                        f"{', '.join(DINOV2)}")
     return name
 
 
@@ -143,6 +158,8 @@ def extractor_weights(metrics_cfg, cache_dir: str) -> str:
     name = extractor_name(metrics_cfg)
     if name == INCEPTION:
         return check_inception_weights(metrics_cfg.get("weights_path"))
+    if name in _dinov2.NAMES:
+        return check_dinov2_weights(name, metrics_cfg.get("weights_path"))
     return ensure_digits_classifier(cache_dir, **classifier_settings(metrics_cfg))
 
 

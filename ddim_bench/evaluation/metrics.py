@@ -22,7 +22,9 @@ from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY
 from torchmetrics.image.fid import FrechetInceptionDistance
 
 from ddim_bench.evaluation.features import (DIGITS, INCEPTION, MissingWeightsError, build_extractor, check_inception_weights,
-                                 classifier_settings, digits_settings, extractor_name)
+                                 check_dinov2_weights, classifier_settings, digits_settings, extractor_name)
+from ddim_bench.errors import UserError
+from ddim_bench.evaluation.dinov2 import NAMES as DINOV2_NAMES
 
 __all__ = ["Scorer", "MissingWeightsError", "check_extractor", "concat_features", "torchmetrics_fid",
            "REFERENCE_COMPUTATIONS"]
@@ -39,6 +41,10 @@ def check_extractor(metrics_cfg) -> str:
     name = extractor_name(metrics_cfg)
     if name == INCEPTION:
         check_inception_weights(metrics_cfg.get("weights_path"))
+    elif name in DINOV2_NAMES:
+        if metrics_cfg.get("isc", True):
+            FEATURE_EXTRACTORS_REGISTRY[name].get_default_feature_layer_for_metric("isc")  # the one-line UserError
+        check_dinov2_weights(name, metrics_cfg.get("weights_path"))
     else:
         digits_settings(**classifier_settings(metrics_cfg))
     return name
@@ -81,7 +87,13 @@ class Scorer:
         self.isc_splits = int(metrics_cfg.get("isc_splits", 10))
         self.rng_seed = int(metrics_cfg.get("rng_seed", 2020))
         cls = FEATURE_EXTRACTORS_REGISTRY[self.name]
-        self.layers = {m: cls.get_default_feature_layer_for_metric(m) for m in ("fid", "isc", "kid")}
+        self.layers = {}
+        for m in ("fid", "isc", "kid"):
+            try:
+                self.layers[m] = cls.get_default_feature_layer_for_metric(m)
+            except (KeyError, UserError):  # an extractor may lack a layer (DINOv2: no isc): fine if it is off
+                if m == "fid" or self.enabled[m]:
+                    raise
         # The FID layer is always extracted: torchmetrics_fid() needs it even when fid is off here.
         wanted = sorted({self.layers[m] for m in self.layers if self.enabled[m]} | {self.layers["fid"]})
         self.extractor, weights = build_extractor(metrics_cfg, self.cache_dir, wanted, self.device)
