@@ -18,8 +18,8 @@ from pathlib import Path
 from benchmarks.gpucheck_common import Budget, Ctx, num, table
 
 ROOT = Path(__file__).resolve().parent.parent
-# the sweep's line per finished cell, e.g. "  S=10 eta=0 seed 0: FID 12.3 [11.9, 12.8], 950 img/s, NFE 10"
-FID_LINE = re.compile(r"^\s*(?:\[\d+/\d+\]\s*)?(\S.*?): FID ([^\s,]+)(?: \[[^\]]*\])?, ([\d.]+) img/s", re.M)
+# the sweep's line per finished cell, e.g. "  S=10 η = 0 uniform: FID 12.3 [11.9, 12.8] (1 block), 950 img/s, NFE 10"
+FID_LINE = re.compile(r"^\s*(\S.*?): FID ([\d.eE+-]+)(?: ± [\d.eE+-]+| \[[^\]]*\])?(?: \(\d+ blocks?\))?, ([\d.]+) img/s", re.M)
 SWEEP_NAME = "gpu-check"
 
 

@@ -102,9 +102,29 @@ def test_truncated_last_ckpt_falls_back_to_the_previous_checkpoint(first_part, t
     assert len(set(wandb_ids(run))) == 1
 
 
+def wandb_services() -> set[int]:
+    pids = set()
+    for d in os.listdir("/proc"):
+        try:
+            if d.isdigit() and b"wandb-core" in open(f"/proc/{d}/cmdline", "rb").read():
+                pids.add(int(d))
+        except OSError:
+            pass
+    return pids
+
+
+def kill_new_wandb_services(before: set[int]) -> None:
+    for pid in wandb_services() - before:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
 def test_killed_run_resumes_with_its_history(train, bin_dir, root_dir, tmp_path):
     run = tmp_path / "run"
     cmd = [str(bin_dir / "ddim-bench-train"), f"hydra.run.dir={run}", "trainer.max_steps=100000", *FAST]
+    services_before = wandb_services()
     with open(tmp_path / "killed.log", "w") as log:
         proc = subprocess.Popen(cmd, cwd=root_dir, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         try:
@@ -114,6 +134,7 @@ def test_killed_run_resumes_with_its_history(train, bin_dir, root_dir, tmp_path)
                 time.sleep(0.05)
         finally:
             os.killpg(proc.pid, signal.SIGKILL)  # the CLI and its wandb service
+            kill_new_wandb_services(services_before)  # as SLURM ends every process of a job, setsid or not
             proc.wait(timeout=30)
     assert (run / "checkpoints" / f"step_{2 * EVERY:07d}.ckpt").exists()
     train(run, 30)

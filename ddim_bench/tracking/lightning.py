@@ -17,6 +17,8 @@ from __future__ import annotations
 import csv
 import io
 import os
+import secrets
+import string
 from collections.abc import Mapping
 
 from ddim_bench.tracking.settings import finish_active_run, init_kwargs, scrub, wandb_section
@@ -71,9 +73,11 @@ def lightning_logger(logger_cfg, run_config: dict, save_dir: str, name: str | No
     return loggers
 
 
-def start_when_free(wandb_logger, wait_s: float = 90.0) -> None:
-    """Start the resumed run now.  After a kill, the killed start's wandb service can hold the run id for a while
-    ("run ID ... is in use") until it notices its parent is gone: wait for it rather than fail the restart."""
+def start_when_free(wandb_logger, wait_s: float = 60.0) -> None:
+    """Start the resumed run now.  After a kill, the killed start's wandb service (its own process session) can
+    hold the run id ("run ID ... is in use") until it exits: wait for it; if it outlives ``wait_s``, log this
+    start as a new run of the same group rather than lose the training, and say so in one line."""
+    import sys
     import time
     deadline = time.monotonic() + wait_s
     while True:
@@ -81,9 +85,20 @@ def start_when_free(wandb_logger, wait_s: float = 90.0) -> None:
             wandb_logger.experiment
             return
         except Exception as err:  # noqa: BLE001 - only the "in use" error is waited out
-            if "in use" not in str(err) or time.monotonic() > deadline:
+            if "in use" not in str(err):
                 raise
+            if time.monotonic() > deadline:
+                old = wandb_logger._wandb_init.get("id")
+                wandb_logger._wandb_init["id"] = new_run_id()
+                print(f"warning: W&B run {old} is still held by an earlier start's wandb service; logging this "
+                      f"start as run {wandb_logger._wandb_init['id']}", file=sys.stderr, flush=True)
+                wandb_logger.experiment
+                return
             time.sleep(2.0)
+
+
+def new_run_id() -> str:
+    return "".join(secrets.choice(string.ascii_lowercase + string.digits) for _ in range(8))  # W&B's id style
 
 
 def run_id(save_dir: str, resuming: bool, rank0: bool) -> str | None:
@@ -99,10 +114,8 @@ def run_id(save_dir: str, resuming: bool, rank0: bool) -> str | None:
             pass
     if not rank0:
         return None  # other ranks never start the run
-    import secrets
-    import string
     from ddim_bench.io import atomic_write
-    new = "".join(secrets.choice(string.ascii_lowercase + string.digits) for _ in range(8))  # W&B's id style
+    new = new_run_id()
     atomic_write(path, new + "\n")
     return new
 
