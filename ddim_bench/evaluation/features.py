@@ -39,25 +39,25 @@ class MissingWeightsError(UserError):
     """The configured feature-extractor weights file does not exist."""
 
 
-def check_inception_weights(weights_path) -> str:
-    """Return ``weights_path`` if the file exists, else raise a one-line :class:`MissingWeightsError`."""
+def check_weights_file(extractor: str, what: str, filename: str, url: str, weights_path) -> str:
+    """Return ``weights_path`` if the file exists, else raise a one-line :class:`MissingWeightsError` saying
+    which file it must be, where to get it and where to put it."""
     if not weights_path or not os.path.isfile(str(weights_path)):
         raise MissingWeightsError(
-            f"metrics.extractor={INCEPTION} needs torch-fidelity's InceptionV3 weights file "
-            f"{INCEPTION_WEIGHTS_FILE} (download: {URL_INCEPTION_V3}); put it at {weights_path} "
+            f"metrics.extractor={extractor} needs {what} {filename} (download: {url}); put it at {weights_path} "
             f"(metrics.weights_path)")
     return str(weights_path)
+
+
+def check_inception_weights(weights_path) -> str:
+    return check_weights_file(INCEPTION, "torch-fidelity's InceptionV3 weights file", INCEPTION_WEIGHTS_FILE,
+                              URL_INCEPTION_V3, weights_path)
 
 
 def check_dinov2_weights(name: str, weights_path) -> str:
-    """Like :func:`check_inception_weights`, for a ``dinov2-vit-*-14-local`` extractor."""
     size = _dinov2.NAMES[name]
-    if not weights_path or not os.path.isfile(str(weights_path)):
-        raise MissingWeightsError(
-            f"metrics.extractor={name.removesuffix('-local')} needs the DINOv2 weights file "
-            f"{_dinov2.weights_file(size)} (download: {_dinov2.weights_url(size)}); put it at {weights_path} "
-            f"(metrics.weights_path)")
-    return str(weights_path)
+    return check_weights_file(name.removesuffix("-local"), "the DINOv2 weights file", _dinov2.weights_file(size),
+                              _dinov2.weights_url(size), weights_path)
 
 
 # --------------------------------------------------------------------------------------------------------------
