@@ -22,9 +22,15 @@ APPS = {"train": "TrainApp", "sweep": "SweepApp", "report": "ReportApp", "recons
         "interpolate": "InterpolateApp"}
 
 
+def app_env(extra: dict | None = None) -> dict:
+    """The environment a console script gets, as if started from a shell: not attached to the W&B service that
+    this test process may have started (``WANDB_SERVICE``), which would outlive a killed app and hold its runs."""
+    return {**{k: v for k, v in os.environ.items() if k != "WANDB_SERVICE"}, **(extra or {})}
+
+
 def run_cli(name: str, *overrides: str, env: dict | None = None, timeout: int = 900, check: bool = True):
     proc = subprocess.run([str(BIN / name), *overrides], capture_output=True, text=True, timeout=timeout,
-                          env={**os.environ, **(env or {})}, cwd=ROOT)
+                          env=app_env(env), cwd=ROOT)
     if check and proc.returncode != 0:
         raise AssertionError(f"{name} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
     return proc
@@ -34,6 +40,12 @@ def run_cli(name: str, *overrides: str, env: dict | None = None, timeout: int = 
 def cli():
     """``cli(name, *overrides, env=None, timeout=900, check=True)``: run a console script, return the process."""
     return run_cli
+
+
+@pytest.fixture(scope="session")
+def clean_env():
+    """``clean_env(extra=None)``: the environment for an app started with Popen (see ``app_env``)."""
+    return app_env
 
 
 @pytest.fixture(scope="session")

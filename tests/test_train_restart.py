@@ -121,12 +121,13 @@ def kill_new_wandb_services(before: set[int]) -> None:
             pass
 
 
-def test_killed_run_resumes_with_its_history(train, bin_dir, root_dir, tmp_path):
+def test_killed_run_resumes_with_its_history(train, bin_dir, root_dir, tmp_path, clean_env):
     run = tmp_path / "run"
     cmd = [str(bin_dir / "ddim-bench-train"), f"hydra.run.dir={run}", "trainer.max_steps=100000", *FAST]
     services_before = wandb_services()
     with open(tmp_path / "killed.log", "w") as log:
-        proc = subprocess.Popen(cmd, cwd=root_dir, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        proc = subprocess.Popen(cmd, cwd=root_dir, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                                env=clean_env())
         try:
             deadline = time.monotonic() + 120
             while logged_so_far(run) <= 2 * EVERY:  # a checkpoint at 2 * EVERY, and rows logged after it
