@@ -105,3 +105,13 @@ def trained(tmp_path_factory, cache_dir):
 @pytest.fixture(scope="session")
 def train_steps():
     return TRAIN_STEPS
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """In-process torch work single-threaded for a module (as the CLI apps run here); restored afterwards."""
+    import torch
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

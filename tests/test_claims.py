@@ -16,11 +16,8 @@ HOLDS = {("eta", 0.0, 10): 0.3, ("eta", 1.0, 10): 0.6, ("hat", 1.0, 10): 1.5,
 
 
 @pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+def _single_thread(one_thread):
+    """This module's torch work runs single-threaded (the shared ``one_thread`` fixture)."""
 
 
 def normal(shape, seed):

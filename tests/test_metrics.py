@@ -6,7 +6,6 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 from sklearn.datasets import load_digits
-from threadpoolctl import threadpool_limits
 from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
 
 from ddim_bench.evaluation import features as F
@@ -19,13 +18,8 @@ DIGITS_CFG = OmegaConf.merge(OmegaConf.load(CONF / "digits.yaml"), {"kid_subsets
 
 
 @pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Everything here is small: one thread is faster than two on a busy 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    with threadpool_limits(1):
-        yield
-    torch.set_num_threads(threads)
+def _single_thread(one_thread):
+    """This module's torch work runs single-threaded (the shared ``one_thread`` fixture)."""
 
 
 @pytest.fixture(scope="module")

@@ -25,11 +25,8 @@ TOL = {"fid": dict(rel=1e-9), "kid_mean": dict(rel=1e-9), "is_mean": dict(rel=1e
 
 
 @pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+def _single_thread(one_thread):
+    """This module's torch work runs single-threaded (the shared ``one_thread`` fixture)."""
 
 
 def gaussian(n, seed, shift=0.3, scale=1.1):

@@ -1,12 +1,6 @@
-"""Read an offline W&B run back from its ``run-<id>.wandb`` file, without the network.
+"""Read an offline W&B run back (config, history, summary, tables) from its ``.wandb`` file, for the tests.
 
-The ``.wandb`` file is a LevelDB-style log of protobuf ``Record`` messages (wandb's own
-``wandb.proto.wandb_internal_pb2``): a 7-byte file header (``:W&B``, magic 0xBEE1, version 0),
-then 32 KiB blocks of chunks, each ``crc32 (4, LE) | length (2, LE) | type (1) | data``, where
-the CRC-32 covers the type byte and the data, and type is FULL=1 / FIRST=2 / MIDDLE=3 / LAST=4.
-wandb 0.31 no longer ships a Python reader for it, so this module parses it directly; a file it
-cannot parse raises ``WandbFormatError`` naming the installed wandb version.
-
+The records come from ``ddim_bench.tracking.wandb_file.iter_records`` (the file format is described there).
 Tables are not in the records themselves: a logged ``wandb.Table`` is a JSON file under
 ``files/media/table/`` that the history/summary entry points to; ``read_run`` loads those.
 """
