@@ -51,7 +51,7 @@ SITE=$(cd "$SITE" && pwd)
 if "$PY" -m pip --version >/dev/null 2>&1; then
     if [ ${#missing[@]} -gt 0 ]; then
         # the project's own wheel among them (metadata, console scripts); its code runs from this tree, which
-        # comes first on PYTHONPATH (conf/ lies beside it there).  No .pyc compiling: only what is imported is.
+        # comes first on PYTHONPATH (ddim_bench/conf/ inside it).  No .pyc compiling: only what is imported is.
         "$PY" -m pip install -q --no-compile --no-index --no-deps --target "$SITE" "${missing[@]}"
     fi
 else  # no pip: a wheel is a zip of what goes into site-packages

@@ -72,7 +72,7 @@ def overrides(ctx: Ctx, work: Path) -> dict[str, list[str]]:
 
 
 def run(ctx: Ctx, budget: Budget) -> dict:
-    preset = ROOT / "conf" / "experiment" / f"{ctx.args.experiment}.yaml"
+    preset = ROOT / "ddim_bench" / "conf" / "experiment" / f"{ctx.args.experiment}.yaml"
     if not preset.is_file():
         return {"tables": [], "lines": [f"skipped: conf/experiment/{ctx.args.experiment}.yaml does not exist "
                                         f"(the preset is not in this tree yet): no app was run"]}

@@ -9,7 +9,7 @@ import re
 import sys
 from pathlib import Path
 
-CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+CONF_DIR = Path(__file__).resolve().parent / "conf"  # inside the package: found wherever it is installed
 
 # Where launchers put a process's rank: torchrun / Lightning's DDP children (RANK, LOCAL_RANK), srun
 # (SLURM_PROCID, also in a plain sbatch script, where it is 0).

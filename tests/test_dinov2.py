@@ -10,7 +10,7 @@ from ddim_bench.evaluation import dinov2 as D
 from ddim_bench.evaluation import features as F
 from ddim_bench.evaluation import metrics as M
 
-CONF = Path(__file__).resolve().parent.parent / "conf" / "metrics"
+CONF = Path(__file__).resolve().parents[1] / "ddim_bench" / "conf" / "metrics"
 N_IMAGES = 6
 
 

@@ -12,7 +12,7 @@ from ddim_bench.evaluation import features as F
 from ddim_bench.evaluation import metrics as M
 from ddim_bench.errors import UserError
 
-CONF = Path(__file__).resolve().parents[1] / "conf" / "metrics"
+CONF = Path(__file__).resolve().parents[1] / "ddim_bench" / "conf" / "metrics"
 # The shipped config, with fewer KID subsets to keep the tests fast.
 DIGITS_CFG = OmegaConf.merge(OmegaConf.load(CONF / "digits.yaml"), {"kid_subsets": 20, "batch_size": 512})
 

@@ -58,7 +58,7 @@ def test_bad_settings_are_one_line_user_errors():
 
 
 def test_the_configs_compose_validate_and_build(root_dir, compose):
-    built = config.build_datamodule(OmegaConf.load(root_dir / "conf" / "data" / "mnist.yaml"))
+    built = config.build_datamodule(OmegaConf.load(root_dir / "ddim_bench" / "conf" / "data" / "mnist.yaml"))
     assert isinstance(built, MnistDataModule) and built.resolution == 32 and built.test_per_class == 50
     cfg = compose("train", "experiment=mnist")
     assert cfg.data.name == "mnist" and cfg.model.resolution == 32 and cfg.model.in_channels == 1

@@ -9,7 +9,7 @@ from sklearn.datasets import load_digits
 from ddim_bench.errors import UserError
 from ddim_bench.evaluation import metrics as M
 
-CONF = Path(__file__).resolve().parents[1] / "conf" / "metrics"
+CONF = Path(__file__).resolve().parents[1] / "ddim_bench" / "conf" / "metrics"
 KEY = "digits|train|n=200"
 
 

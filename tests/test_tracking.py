@@ -316,7 +316,7 @@ def test_reader_multi_block_records_and_backward_step(tmp_path):
 def test_logger_configs():
     from omegaconf import OmegaConf
 
-    conf = os.path.join(os.path.dirname(__file__), os.pardir, "conf", "logger")
+    conf = os.path.join(os.path.dirname(__file__), os.pardir, "ddim_bench", "conf", "logger")
     modes = {}
     for name in ("wandb", "csv", "none"):
         cfg = OmegaConf.load(os.path.join(conf, f"{name}.yaml"))
