@@ -67,20 +67,38 @@ def fail(message: str, code: int = 2):
     sys.exit(code)
 
 
+def user_config_dirs(argv: list[str]) -> list[Path]:
+    """The user's own config folders, added to Hydra's search path by ``--config-dir DIR`` (``-cd DIR``) or
+    ``hydra.searchpath=[file://DIR,...]``: their groups and options count as ours."""
+    dirs = []
+    for i, arg in enumerate(argv):
+        if arg in ("--config-dir", "-cd") and i + 1 < len(argv):
+            dirs.append(argv[i + 1])
+        elif arg.startswith("--config-dir="):
+            dirs.append(arg.split("=", 1)[1])
+        elif arg.startswith("hydra.searchpath="):
+            items = arg.split("=", 1)[1].strip("[]").split(",")
+            dirs += [item.strip().strip("'\"")[len("file://"):] for item in items if "file://" in item]
+    return [Path(d).expanduser().resolve() for d in dirs if d]
+
+
 def check_group_overrides(argv: list[str]) -> None:
-    """``data=foo`` with no ``conf/data/foo.yaml``: say so in one line before Hydra prints a page."""
+    """``data=foo`` with no ``data/foo.yaml`` in our configs or the user's: say so in one line before Hydra
+    prints a page."""
+    roots = [CONF_DIR, *user_config_dirs(argv)]
     for arg in argv:
         if arg.startswith("-") or "=" not in arg:
             continue
         key, value = arg.split("=", 1)
         key = key.lstrip("+~")
-        group = CONF_DIR / key.replace(".", "/")
-        if "/" in key or not group.is_dir() or key == "hydra":
+        groups = [root / key.replace(".", "/") for root in roots]
+        if "/" in key or key == "hydra" or not any(g.is_dir() for g in groups):
             continue
+        choices = sorted({p.stem for g in groups for p in g.glob("*.yaml")})
         for option in value.split(","):
-            if option and option != "null" and not (group / f"{option}.yaml").is_file():
-                choices = sorted(p.stem for p in group.glob("*.yaml"))
-                fail(f"{key}={option} is not a known option; choose one of: {', '.join(choices)}")
+            if option and option != "null" and option not in choices:
+                fail(f"{key}={option} is not a known option; choose one of: {', '.join(choices)} "
+                     f"(or add your own config folder with --config-dir)")
 
 
 def app(schema_cls):
@@ -154,7 +172,8 @@ def check_composes(config_name: str, argv: list[str]) -> None:
     from hydra.errors import HydraException
     try:
         with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-            compose(config_name, overrides=[a for a in argv if not a.startswith("hydra.")])
+            compose(config_name, overrides=[a for a in argv
+                                            if not a.startswith("hydra.") or a.startswith("hydra.searchpath=")])
     except HydraException as err:
         lines = [ln.strip() for ln in str(err).strip().splitlines() if ln.strip()]
         missing = re.match(r"Could not override '([^']+)'", lines[0]) if lines else None

@@ -1,0 +1,206 @@
+"""Entry-point plumbing shared by the Hydra apps: one-line errors instead of tracebacks, and the
+rank-aware OmegaConf resolvers that conf/hydra/default.yaml uses (registered on import, i.e. before
+Hydra composes a config)."""
+from __future__ import annotations
+
+import functools
+import os
+import re
+import sys
+from pathlib import Path
+
+CONF_DIR = Path(__file__).resolve().parent / "conf"  # inside the package: found wherever it is installed
+
+# Where launchers put a process's rank: torchrun / Lightning's DDP children (RANK, LOCAL_RANK), srun
+# (SLURM_PROCID, also in a plain sbatch script, where it is 0).
+RANK_VARIABLES = ("RANK", "SLURM_PROCID", "LOCAL_RANK")
+
+
+def launcher_rank() -> int:
+    """This process's rank as its launcher set it: the first non-zero of RANK / SLURM_PROCID /
+    LOCAL_RANK, else 0 (also when none is set: a plain single-process run is rank 0)."""
+    for var in RANK_VARIABLES:
+        value = os.environ.get(var, "").strip()
+        if value.isdigit() and int(value) > 0:
+            return int(value)
+    return 0
+
+
+def slurm_run_id() -> str | None:
+    """A run name that every rank of one SLURM job step shares and that a requeued job gets again:
+    ``slurm-<job>`` (``<array job>_<task>`` in an array), plus ``-<step>`` under srun.
+
+    Only in batch jobs (sbatch, submitit) and non-interactive srun steps; None elsewhere, also in an
+    interactive allocation (salloc, ``srun --pty``), where one would otherwise reuse (and resume) the
+    previous run's folder."""
+    job = os.environ.get("SLURM_JOB_ID")
+    step = os.environ.get("SLURM_STEP_ID", "")
+    batch = os.environ.get("ENVIRONMENT") == "BATCH"  # set by sbatch in the job, inherited by its steps
+    if not job or not (batch or (step.isdigit() and not os.environ.get("SLURM_PTY_PORT"))):
+        return None
+    array_job, array_task = os.environ.get("SLURM_ARRAY_JOB_ID"), os.environ.get("SLURM_ARRAY_TASK_ID")
+    if array_job and array_task:
+        job = f"{array_job}_{array_task}"
+    return f"slurm-{job}" + (f"-{step}" if step.isdigit() else "")
+
+
+def _register_resolvers() -> None:
+    from omegaconf import OmegaConf
+    resolvers = {
+        # ${ddim_rank0:X}: X on rank 0, null on the other ranks (hydra.output_subdir: one .hydra/).
+        "ddim_rank0": lambda value, other=None: value if launcher_rank() == 0 else other,
+        # ${ddim_rank0_log:PATH}: PATH on rank 0, the null device elsewhere (one job log file).
+        "ddim_rank0_log": lambda path: path if launcher_rank() == 0 else os.devnull,
+        # ${ddim_slurm_run:DEFAULT}: slurm_run_id() under SLURM, DEFAULT elsewhere (hydra.run.dir).
+        "ddim_slurm_run": lambda default: slurm_run_id() or default,
+    }
+    for name, fn in resolvers.items():
+        if not OmegaConf.has_resolver(name):
+            OmegaConf.register_new_resolver(name, fn)
+
+
+_register_resolvers()
+
+
+def fail(message: str, code: int = 2):
+    print(f"error: {message}", file=sys.stderr, flush=True)
+    sys.exit(code)
+
+
+def user_config_dirs(argv: list[str]) -> list[Path]:
+    """The user's own config folders, added to Hydra's search path by ``--config-dir DIR`` (``-cd DIR``) or
+    ``hydra.searchpath=[file://DIR,...]``: their groups and options count as ours."""
+    dirs = []
+    for i, arg in enumerate(argv):
+        if arg in ("--config-dir", "-cd") and i + 1 < len(argv):
+            dirs.append(argv[i + 1])
+        elif arg.startswith("--config-dir="):
+            dirs.append(arg.split("=", 1)[1])
+        elif arg.startswith("hydra.searchpath="):
+            items = arg.split("=", 1)[1].strip("[]").split(",")
+            dirs += [item.strip().strip("'\"")[len("file://"):] for item in items if "file://" in item]
+    return [Path(d).expanduser().resolve() for d in dirs if d]
+
+
+def check_group_overrides(argv: list[str]) -> None:
+    """``data=foo`` with no ``data/foo.yaml`` in our configs or the user's: say so in one line before Hydra
+    prints a page."""
+    roots = [CONF_DIR, *user_config_dirs(argv)]
+    for arg in argv:
+        if arg.startswith("-") or "=" not in arg:
+            continue
+        key, value = arg.split("=", 1)
+        key = key.lstrip("+~")
+        groups = [root / key.replace(".", "/") for root in roots]
+        if "/" in key or key == "hydra" or not any(g.is_dir() for g in groups):
+            continue
+        choices = sorted({p.stem for g in groups for p in g.glob("*.yaml")})
+        for option in value.split(","):
+            if option and option != "null" and option not in choices:
+                fail(f"{key}={option} is not a known option; choose one of: {', '.join(choices)} "
+                     f"(or add your own config folder with --config-dir)")
+
+
+def app(schema_cls):
+    """Wrap a Hydra task function: the config is validated against ``schema_cls`` (types, unknown keys, ranges)
+    and the task gets the typed config; a ``UserError``/``ValueError`` becomes one line and exit status 2."""
+    def decorate(task):
+        @functools.wraps(task)
+        def wrapper(cfg):
+            from omegaconf.errors import OmegaConfBaseException
+            from ddim_bench.errors import UserError
+            try:
+                from ddim_bench.validation import validate
+                typed = validate(cfg, schema_cls)
+                quiet_srun_warning(typed)
+                quiet_libraries()
+                return task(typed)
+            except (UserError, ValueError, FileNotFoundError, OmegaConfBaseException) as err:
+                if os.environ.get("DDIM_BENCH_TRACEBACK"):
+                    raise
+                fail(str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__)
+        return wrapper
+    return decorate
+
+
+def is_multirun() -> bool:
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+
+
+def overridden(group: str) -> set[str]:
+    """Keys of ``group`` the user set on the command line (``group=option`` counts as all of them)."""
+    from hydra.core.hydra_config import HydraConfig
+    if not HydraConfig.initialized():
+        return set()
+    keys = set()
+    for o in HydraConfig.get().overrides.task:
+        key = o.split("=", 1)[0].lstrip("+~")
+        if key == group:
+            keys.add("*")
+        elif key.startswith(group + "."):
+            keys.add(key[len(group) + 1:])
+    return keys
+
+
+def check_secrets(argv: list[str]) -> None:
+    """A secret on the command line would land in Hydra's .hydra/*.yaml files: refuse it before Hydra starts."""
+    from ddim_bench.tracking.settings import is_secret_key
+    api_key = os.environ.get("WANDB_API_KEY", "")
+    for arg in argv:
+        key = arg.split("=", 1)[0].lstrip("+~")
+        if "=" in arg and (is_secret_key(key.split(".")[-1]) or (api_key and api_key in arg)):
+            fail(f"{key} looks like a secret and would be written to the run's .hydra/ files; "
+                 f"put it in the environment instead (WANDB_API_KEY)")
+
+
+def run_hydra(hydra_main, config_name: str) -> None:
+    """Console-script body: validate group options, refuse secrets and bad overrides, then hand over to Hydra."""
+    check_group_overrides(sys.argv[1:])
+    check_secrets(sys.argv[1:])
+    check_composes(config_name, sys.argv[1:])
+    hydra_main()
+
+
+def check_composes(config_name: str, argv: list[str]) -> None:
+    """Compose the config once before Hydra does, so that an override Hydra rejects (an unknown key without
+    ``+``, a malformed value) is one line too.  Multirun sweeps and Hydra's own flags are left to Hydra."""
+    if any(a.startswith("-") for a in argv):
+        return
+    from hydra import compose, initialize_config_dir
+    from hydra.errors import HydraException
+    try:
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+            compose(config_name, overrides=[a for a in argv
+                                            if not a.startswith("hydra.") or a.startswith("hydra.searchpath=")])
+    except HydraException as err:
+        lines = [ln.strip() for ln in str(err).strip().splitlines() if ln.strip()]
+        missing = re.match(r"Could not override '([^']+)'", lines[0]) if lines else None
+        if missing:
+            key = missing.group(1)
+            fail(f"{key} is not in the config; check the spelling (settings are listed in ddim_bench/schema.py), "
+                 f"or add a key the target accepts with +{key}=...")
+        fail(" ".join(lines[:2]) if lines else type(err).__name__)
+
+
+def quiet_srun_warning(cfg) -> None:
+    """Lightning's "srun is available but not used" helps only a multi-process run outside srun: silence it
+    for single-process runs."""
+    import warnings
+    node = cfg.get("trainer") or cfg.get("eval")
+    devices = node.get("devices", 1) if node is not None else 1
+    world = (devices if isinstance(devices, int) else 2) * int(node.get("num_nodes", 1) if node is not None else 1)
+    if world == 1:
+        warnings.filterwarnings("ignore", message=".*srun. command is available on your system but is not used")
+
+
+def quiet_libraries() -> None:
+    """Keep the console to what the harness says: Lightning's banner lines (tips, "GPU available: ...") go to the
+    job's log file only, and a deprecation warning from inside Lightning is not shown."""
+    import logging
+    import warnings
+    for name in ("pytorch_lightning.utilities.rank_zero", "lightning_fabric.utilities.rank_zero",
+                 "lightning.pytorch.utilities.rank_zero"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)` is deprecated")

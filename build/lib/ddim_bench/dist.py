@@ -1,0 +1,62 @@
+"""Process groups for sampling sweeps, through Lightning Fabric (which also reads ranks from SLURM/torchrun).
+
+Rank 0 scores, stores, tracks and prints; every rank samples its share of the sample indices.
+"""
+from __future__ import annotations
+
+import torch
+
+
+class Dist:
+    def __init__(self, cfg_eval):
+        from lightning_fabric import Fabric
+        world = int(cfg_eval.devices) * int(cfg_eval.num_nodes)
+        self.fabric = Fabric(accelerator=cfg_eval.accelerator, devices=cfg_eval.devices,
+                             num_nodes=cfg_eval.num_nodes, strategy="ddp" if world > 1 else "auto")
+        self.fabric.launch()
+        self.rank, self.world, self.device = self.fabric.global_rank, self.fabric.world_size, self.fabric.device
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    def gather(self, obj) -> list:
+        if self.world == 1:
+            return [obj]
+        out = [None] * self.world
+        torch.distributed.all_gather_object(out, obj)
+        return out
+
+    def broadcast(self, obj):
+        return self.fabric.broadcast(obj, src=0) if self.world > 1 else obj
+
+    def barrier(self):
+        if self.world > 1:
+            self.fabric.barrier()
+
+
+def peak_memory_mb(device) -> float:
+    """CUDA: the max allocated since the last reset; CPU: the process's peak RSS (Linux reports KiB)."""
+    if torch.device(device).type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2 ** 20
+    import resource
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def reset_peak_memory(device) -> None:
+    if torch.device(device).type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+
+
+def pick_device(name: str, key: str = "device") -> torch.device:
+    """``cpu``, ``cuda[:N]`` or ``auto`` (CUDA when available), for the single-process apps."""
+    from ddim_bench.errors import UserError
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise UserError(f"{key}={name} must be cpu, cuda, cuda:N or auto") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"{key}={name} but this machine has no GPU; use {key}=cpu")
+    return device

@@ -1,0 +1,187 @@
+"""Batched bootstrap replicates of FID, KID and IS: each metric for many resamplings of the generated set at once.
+
+Every function here takes the generated features ``x`` [N, d], (for FID/KID) the reference features ``y``
+[M, d] and ``idx`` [R, N], a batch of resamplings of the generated set: row r lists, position by position, which
+generated sample stands at that position (``idx[r] = arange(N)`` is the original set).  It returns [R] values,
+where value r is *the metric torch-fidelity 0.4.0 computes on the generated set* ``x[idx[r]]`` *against the fixed
+reference* ``y``, with torch-fidelity's settings (KID subset draws, IS shuffle and splits) — up to float64
+rounding.  Nothing is resampled on the reference side.
+
+The work is arranged so that nothing is done per replicate that can be done once:
+
+* a resampled set only enters through the *counts* ``w[r, i]`` = how many times sample i appears in it
+  (``Σ_i w[r, i] = N``): means, covariances and kernel sums of a multiset are count-weighted sums;
+* everything that depends on the reference only (√Σ_ref, reference kernel sums) is computed once.
+
+All arithmetic is float64 on ``device``.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+CHUNK_BYTES = 1 << 28  # size of the largest temporary a function here builds (≈ 256 MiB)
+
+
+def counts(idx: torch.Tensor, n: int) -> torch.Tensor:
+    """[R, N] positions → [R, n] float64 counts: ``w[r, i] = #{a : idx[r, a] = i}``."""
+    w = torch.zeros(idx.shape[0], n, dtype=torch.float64, device=idx.device)
+    return w.scatter_add_(1, idx, torch.ones(idx.shape, dtype=torch.float64, device=idx.device))
+
+
+def _rows_per_chunk(bytes_per_row: int, chunk_bytes: int = CHUNK_BYTES) -> int:
+    return max(1, chunk_bytes // max(1, bytes_per_row))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# FID
+# ---------------------------------------------------------------------------------------------------------------
+
+def psd_sqrt(a: torch.Tensor) -> torch.Tensor:
+    """Symmetric PSD square root V diag(√max(λ, 0)) Vᵀ of a symmetric matrix (eigenvalues below 0 are rounding)."""
+    lam, v = torch.linalg.eigh(a)
+    return (v * lam.clamp(min=0).sqrt()) @ v.T
+
+
+def fid_draws(x: torch.Tensor, y: torch.Tensor, idx: torch.Tensor, chunk_bytes: int = CHUNK_BYTES) -> torch.Tensor:
+    """FID of each resampled generated set against the reference.
+
+    FID = ‖μ_g − μ_r‖² + tr Σ_g + tr Σ_r − 2 tr √(Σ_g Σ_r), covariances with 1/(n − 1) as ``np.cov``.
+
+    *The square-root term.*  With A = Σ_r^{1/2} (symmetric PSD), Σ_g Σ_r = Σ_g A A has the same eigenvalues as
+    A Σ_g A (AB and BA share eigenvalues), which is symmetric PSD, so tr √(Σ_g Σ_r) = Σ_k √λ_k(A Σ_g A) and
+    ``eigvalsh`` suffices — the same quantity torch-fidelity takes from the real parts of ``√eig(Σ_g Σ_r)``.
+    A Σ_g A is the covariance of the rows z_i = (x_i − c) A (c = the full-set mean, for conditioning), so A is
+    applied to the features once and never per replicate.
+
+    *A resampled set with counts w* (Σ_i w_i = N): μ = c + Σ_i w_i (x_i − c)/N, and the ``np.cov`` of the multiset is
+    Σ_i w_i (z_i − z̄)(z_i − z̄)ᵀ/(N − 1) with z̄ = Σ_i w_i z_i / N; its trace is
+    (Σ_i w_i ‖x_i − c‖² − N‖μ − c‖²)/(N − 1).
+    Per chunk of replicates: one batched matmul for the [R, d, d] covariances and one batched ``eigvalsh``.
+    """
+    n, d = x.shape
+    mu_r = y.mean(0)
+    sigma_r = torch.cov(y.T, correction=1).reshape(d, d)
+    a = psd_sqrt(sigma_r)
+    c = x.mean(0)
+    xc = x - c
+    z = xc @ a
+    sq = xc.square().sum(1)
+    w_all = counts(idx, n)
+    out = []
+    step = _rows_per_chunk(8 * (2 * n * d + d * d), chunk_bytes)
+    for w in w_all.split(step):
+        m = w @ xc / n                                   # [r, d] mean of x − c
+        mean_term = (c + m - mu_r).square().sum(1)
+        tr_g = (w @ sq - n * m.square().sum(1)) / (n - 1)
+        zc = z - (w @ z / n)[:, None, :]                 # [r, N, d] rows centred on the replicate's mean
+        cov = (zc * w[:, :, None]).transpose(1, 2) @ zc / (n - 1)   # Σ_i w_i (z_i − z̄)(z_i − z̄)ᵀ / (N − 1)
+        lam = torch.linalg.eigvalsh(cov)
+        out.append(mean_term + tr_g + sigma_r.trace() - 2 * lam.clamp(min=0).sqrt().sum(1))
+    return torch.cat(out)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# KID
+# ---------------------------------------------------------------------------------------------------------------
+
+def poly_kernel(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """torch-fidelity's KID kernel with its defaults: k(a, b) = (a·b / d + 1)³."""
+    return (a @ b.T / a.shape[1] + 1) ** 3
+
+
+def kid_subsets(n_gen: int, n_ref: int, subset_size: int, subsets: int, rng_seed: int):
+    """The positions torch-fidelity's KID draws: ([S, m] generated, [S, m] reference), in its RNG order."""
+    rng = np.random.RandomState(rng_seed)
+    gen, ref = [], []
+    for _ in range(subsets):
+        gen.append(rng.choice(n_gen, subset_size, replace=False))
+        ref.append(rng.choice(n_ref, subset_size, replace=False))
+    return torch.as_tensor(np.stack(gen)), torch.as_tensor(np.stack(ref))
+
+
+def _quad_forms(a: torch.Tensor, rows, n_rows: int, chunk_bytes: int) -> torch.Tensor:
+    """[T] values u_tᵀ K u_t, K = poly_kernel(a, a), for count vectors u_t = ``rows(t0, t1)`` ([t1 − t0, n]).
+
+    K is built once, in row blocks (block I adds Σ_{i∈I} u_ti (K_I u_t)_i); the u's are built once when they all
+    fit in ``chunk_bytes``, else rebuilt per block.
+    """
+    n = a.shape[0]
+    block = min(n, _rows_per_chunk(8 * n, chunk_bytes))
+    step = _rows_per_chunk(8 * (n + block), chunk_bytes)
+    spans = [(t0, min(n_rows, t0 + step)) for t0 in range(0, n_rows, step)]
+    kept = [rows(*sp) for sp in spans] if len(spans) == 1 else None
+    acc = torch.zeros(n_rows, dtype=torch.float64, device=a.device)
+    for i0 in range(0, n, block):
+        k = poly_kernel(a[i0:i0 + block], a)                           # [b, n]
+        for j, (t0, t1) in enumerate(spans):
+            u = kept[j] if kept is not None else rows(t0, t1)
+            acc[t0:t1] += ((u @ k.T) * u[:, i0:i0 + block]).sum(1)
+    return acc
+
+
+def kid_draws(x: torch.Tensor, y: torch.Tensor, idx: torch.Tensor, subset_size: int, subsets: int,
+              rng_seed: int, chunk_bytes: int = CHUNK_BYTES) -> torch.Tensor:
+    """KID (torch-fidelity's mean over ``subsets`` random subsets) of each resampled generated set.
+
+    Subset s takes generated positions p_s and reference samples q_s (m each, without replacement, torch-fidelity's
+    RNG); its unbiased MMD² is
+
+        (Σ_{a≠b} k(g_a, g_b) + Σ_{a≠b} k(r_a, r_b)) / (m(m − 1)) − 2 Σ_{a,b} k(g_a, r_b) / m².
+
+    On a resampled set the generated subset is x[idx[r, p_s]]; with c = its count vector over the original samples,
+    Σ_{a≠b} k(g_a, g_b) = cᵀKc − Σ_i c_i k(x_i, x_i) (pairs of *positions*, so a duplicate pair counts, as it does in
+    torch-fidelity), and Σ_{a,b} k(g_a, r_b) = Σ_a h_s(idx[r, p_s[a]]) with h_s(i) = Σ_b k(x_i, y[q_s[b]]) computed
+    once.  The reference term does not depend on r.  Cost: R·S·N² for the quadratic forms, N² d for the kernel.
+    """
+    n, m = x.shape[0], subset_size
+    p, q = (t.to(x.device) for t in kid_subsets(n, y.shape[0], m, subsets, rng_seed))
+    # Reference term, per subset: the count vectors are the 0/1 indicators of q_s.
+    ind_r = counts(q, y.shape[0])
+    diag_r = (y.square().sum(1) / y.shape[1] + 1) ** 3
+    rr = (_quad_forms(y, lambda t0, t1: ind_r[t0:t1], subsets, chunk_bytes) - ind_r @ diag_r) / (m * (m - 1))
+    # Cross term: h [N, S] = K(x, y) @ indicators(q)ᵀ.
+    step = _rows_per_chunk(8 * y.shape[0], chunk_bytes)
+    h = torch.cat([poly_kernel(xb, y) @ ind_r.T for xb in x.split(step)])
+    gsub = idx[:, p]                                                  # [R, S, m] original indices
+    gr = torch.stack([h[:, s][gsub[:, s]].sum(1) for s in range(subsets)], 1) / m ** 2   # [R, S]
+    # Generated term: quadratic forms of the [R·S, N] count vectors.
+    diag_g = (x.square().sum(1) / x.shape[1] + 1) ** 3
+    flat = gsub.reshape(-1, m)
+
+    def rows(t0, t1):
+        return counts(flat[t0:t1], n)
+
+    gg = (_quad_forms(x, rows, flat.shape[0], chunk_bytes) - diag_g[flat].sum(1)) / (m * (m - 1))
+    return (gg.view(-1, subsets) + rr - 2 * gr).mean(1)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# IS
+# ---------------------------------------------------------------------------------------------------------------
+
+def isc_draws(logits: torch.Tensor, idx: torch.Tensor, splits: int, shuffle: bool = True, rng_seed: int = 2020,
+              chunk_bytes: int = CHUNK_BYTES) -> torch.Tensor:
+    """Inception Score (torch-fidelity's mean over ``splits``) of each resampled generated set.
+
+    torch-fidelity permutes the rows (``RandomState(rng_seed).permutation(N)``), cuts them into ``splits``
+    consecutive chunks and averages exp(mean_i KL(p_i ‖ q)) over chunks, q = the chunk's mean of p_i = softmax.
+    For a chunk, mean_i KL(p_i ‖ q) = mean_i Σ_c p_ic log p_ic − Σ_c q_c log q_c, so with the chunk's count
+    vector w (n_j positions): q = wᵀP / n_j and mean_i Σ_c p_ic log p_ic = w·e / n_j, e_i = Σ_c p_ic log p_ic.
+    """
+    n = logits.shape[0]
+    lg = logits.double()
+    p = lg.softmax(1)
+    e = (p * lg.log_softmax(1)).sum(1)
+    perm = torch.as_tensor(np.random.RandomState(rng_seed).permutation(n) if shuffle else np.arange(n),
+                           device=logits.device)
+    scores = torch.zeros(idx.shape[0], dtype=torch.float64, device=logits.device)
+    step = _rows_per_chunk(8 * n, chunk_bytes)
+    for j in range(splits):
+        pos = perm[j * n // splits:(j + 1) * n // splits]
+        for r0 in range(0, idx.shape[0], step):
+            w = counts(idx[r0:r0 + step][:, pos], n)
+            q = w @ p / len(pos)
+            kl = w @ e / len(pos) - torch.special.xlogy(q, q).sum(1)
+            scores[r0:r0 + step] += kl.exp()
+    return scores / splits

@@ -1,0 +1,188 @@
+"""Feature extractors for FID / IS / KID, all going through torch-fidelity's registry.
+
+* ``inception-v3-compat`` — torch-fidelity's own InceptionV3, loaded from a local weights file
+  (it cannot be downloaded on every machine, so the path is always given explicitly).
+* ``digits-cnn`` — a small CNN digit classifier (``classifier.py``), trained once on CPU on scikit-learn's 8×8
+  digits or (``metrics.extractor: mnist`` / ``metrics.classifier.dataset: mnist``) on real MNIST digits, and
+  cached on disk under a hash of its settings.  It provides a 64-d penultimate feature (``"64"``, for
+  FID/KID) and ``"logits_unbiased"`` (10 classes, for IS).
+
+Both take torch-fidelity's standard input: uint8 images [B, 3, H, W].
+"""
+from __future__ import annotations
+
+import os
+import pickle
+
+import torch
+from torch_fidelity.feature_extractor_base import FeatureExtractorBase
+from torch_fidelity.feature_extractor_inceptionv3 import URL_INCEPTION_V3
+from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY, register_feature_extractor
+from torch_fidelity.utils import create_feature_extractor
+from torch_fidelity.utils_torch import torch_atomic_save
+
+from ddim_bench.errors import UserError
+from ddim_bench.evaluation import classifier as _classifier
+from ddim_bench.evaluation import dinov2 as _dinov2  # registers dinov2-vit-{s,b,l}-14-local
+from ddim_bench.evaluation.classifier import (DIGITS_ARCH_VERSION, DigitsCNN, MnistCNN, build_net,  # noqa: F401
+                                              dataset_of, fit_input, settings_for, settings_hash, train_classifier)
+
+INCEPTION = "inception-v3-compat"
+DIGITS = "digits-cnn"
+INCEPTION_WEIGHTS_FILE = os.path.basename(URL_INCEPTION_V3)  # weights-inception-2015-12-05-6726825d.pth
+train_digits_classifier = train_classifier  # the old name
+# metrics.extractor: dinov2-vit-{s,b,l}-14 → our offline extractor (torch-fidelity's own needs torch.hub)
+DINOV2 = {f"dinov2-vit-{s}-14": f"dinov2-vit-{s}-14-local" for s in _dinov2.VIT_SIZES}
+
+
+class MissingWeightsError(UserError):
+    """The configured feature-extractor weights file does not exist."""
+
+
+def check_weights_file(extractor: str, what: str, filename: str, url: str, weights_path) -> str:
+    """Return ``weights_path`` if the file exists, else raise a one-line :class:`MissingWeightsError` saying
+    which file it must be, where to get it and where to put it."""
+    if not weights_path or not os.path.isfile(str(weights_path)):
+        raise MissingWeightsError(
+            f"metrics.extractor={extractor} needs {what} {filename} (download: {url}); put it at {weights_path} "
+            f"(metrics.weights_path)")
+    return str(weights_path)
+
+
+def check_inception_weights(weights_path) -> str:
+    return check_weights_file(INCEPTION, "torch-fidelity's InceptionV3 weights file", INCEPTION_WEIGHTS_FILE,
+                              URL_INCEPTION_V3, weights_path)
+
+
+def check_dinov2_weights(name: str, weights_path) -> str:
+    size = _dinov2.NAMES[name]
+    return check_weights_file(name.removesuffix("-local"), "the DINOv2 weights file", _dinov2.weights_file(size),
+                              _dinov2.weights_url(size), weights_path)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# The digit classifiers (trained and cached; the networks and their training live in classifier.py)
+# --------------------------------------------------------------------------------------------------------------
+
+def digits_settings(resolution: int | None = None, epochs: int | None = None, seed: int = 0,
+                    dataset: str = "digits") -> dict:
+    """The classifier settings (see ``classifier.settings_for``); the digits defaults give the old cache key."""
+    return settings_for(dataset, resolution, epochs, seed)
+
+
+def __getattr__(name):  # the live training counter, kept in classifier.py
+    if name == "CLASSIFIER_TRAININGS":
+        return _classifier.CLASSIFIER_TRAININGS
+    raise AttributeError(name)
+
+
+def ensure_digits_classifier(cache_dir: str, **settings) -> str:
+    """Path of the cached classifier checkpoint for these settings, training it first if it is not there.
+
+    digits: ``digits_cnn/digits-cnn-<hash>.pt`` (as always); mnist: ``mnist_cnn/mnist-cnn-<hash>.pt``.
+    """
+    s = digits_settings(**settings)
+    kind = dataset_of(s)
+    path = os.path.join(cache_dir, f"{kind}_cnn", f"{kind}-cnn-{settings_hash(s)}.pt")
+    if not os.path.isfile(path):
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        torch_atomic_save(train_classifier(s), path)
+    return path
+
+
+class FeatureExtractorDigits(FeatureExtractorBase):
+    """torch-fidelity wrapper around a trained :class:`DigitsCNN` checkpoint (``feature_extractor_weights_path``)."""
+
+    def __init__(self, name, features_list, feature_extractor_weights_path=None, **kwargs):
+        super().__init__(name, features_list)
+        if feature_extractor_weights_path is None:
+            raise UserError(f"feature extractor {name} needs feature_extractor_weights_path (a trained checkpoint)")
+        ckpt = torch.load(feature_extractor_weights_path, map_location="cpu", weights_only=False)
+        self.settings = ckpt["settings"]
+        self.resolution = self.settings["resolution"]
+        self.heldout_accuracy = ckpt["heldout_accuracy"]
+        self.feature_scale = ckpt["feature_scale"]
+        self.net = build_net(self.settings)
+        self.net.load_state_dict(ckpt["state_dict"])
+        self.requires_grad_(False)
+        self.eval()
+
+    def forward(self, x):
+        """uint8 [B, 3, H, W] → tuple of the requested features, in ``features_list`` order (float32)."""
+        if not (torch.is_tensor(x) and x.dtype == torch.uint8 and x.dim() == 4 and x.shape[1] == 3):
+            raise ValueError(f"expected uint8 images [B, 3, H, W], got {getattr(x, 'dtype', type(x))} "
+                             f"{tuple(getattr(x, 'shape', ()))}")
+        g = fit_input(x.float().mean(dim=1, keepdim=True) / 255.0, self.settings)
+        feats, logits = self.net(g * 2 - 1)
+        out = {"64": feats * self.feature_scale, "logits_unbiased": logits}
+        return tuple(out[k] for k in self.features_list)
+
+    @staticmethod
+    def get_provided_features_list():
+        return "64", "logits_unbiased"
+
+    @staticmethod
+    def get_default_feature_layer_for_metric(metric):
+        return {"isc": "logits_unbiased", "fid": "64", "kid": "64", "prc": "64"}[metric]
+
+    @staticmethod
+    def can_be_compiled():
+        return False
+
+    @staticmethod
+    def get_dummy_input_for_compile():
+        return torch.zeros(1, 3, 8, 8, dtype=torch.uint8)
+
+
+if DIGITS not in FEATURE_EXTRACTORS_REGISTRY:
+    register_feature_extractor(DIGITS, FeatureExtractorDigits)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Building an extractor from the metrics config
+# --------------------------------------------------------------------------------------------------------------
+
+def extractor_name(metrics_cfg) -> str:
+    """Registered torch-fidelity name for ``metrics.extractor``: ``digits`` and ``mnist`` (a classifier trained
+    on MNIST) both name the ``digits-cnn`` extractor, whose checkpoint says which network it holds."""
+    name = metrics_cfg.get("extractor", "digits")
+    name = DIGITS if name in ("digits", "mnist") else DINOV2.get(name, name)
+    if name not in (DIGITS, INCEPTION, *DINOV2.values()):
+        raise UserError(f"metrics.extractor={name} is not supported; use digits, mnist, {INCEPTION} or "
+                        f"{', '.join(DINOV2)}")
+    return name
+
+
+def extractor_weights(metrics_cfg, cache_dir: str) -> str:
+    """Weights file for the configured extractor: checked (inception) or trained-if-missing (digits)."""
+    name = extractor_name(metrics_cfg)
+    if name == INCEPTION:
+        return check_inception_weights(metrics_cfg.get("weights_path"))
+    if name in _dinov2.NAMES:
+        return check_dinov2_weights(name, metrics_cfg.get("weights_path"))
+    return ensure_digits_classifier(cache_dir, **classifier_settings(metrics_cfg))
+
+
+def classifier_settings(metrics_cfg) -> dict:
+    """The ``metrics.classifier`` keys that :func:`digits_settings` takes; ``extractor: mnist`` implies
+    ``classifier.dataset: mnist`` (and contradicting it is an error)."""
+    clf = metrics_cfg.get("classifier") or {}
+    out = {k: clf[k] for k in ("resolution", "epochs", "seed", "dataset") if k in clf}
+    if metrics_cfg.get("extractor") == "mnist":
+        if out.setdefault("dataset", "mnist") != "mnist":
+            raise UserError(f"metrics.classifier.dataset={out['dataset']} contradicts metrics.extractor=mnist; "
+                            f"drop one of them")
+    return out
+
+
+def build_extractor(metrics_cfg, cache_dir: str, features_list, device="cpu") -> tuple[FeatureExtractorBase, str]:
+    """(torch-fidelity feature extractor on ``device``, weights file) for the configured extractor."""
+    name = extractor_name(metrics_cfg)
+    weights = extractor_weights(metrics_cfg, cache_dir)
+    try:
+        fe = create_feature_extractor(name, list(features_list), cuda=False, verbose=False,
+                                      feature_extractor_weights_path=weights)
+    except (RuntimeError, OSError, KeyError, EOFError, pickle.UnpicklingError) as e:
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise UserError(f"could not load {name} weights from {weights}: {msg}") from e
+    return fe.to(device), weights

@@ -1,0 +1,209 @@
+"""FID / IS / KID from torch-fidelity, computed from feature dicts so that many processes can share the work.
+
+Each process turns its samples into features with :meth:`Scorer.features`; the features are merged with
+:func:`concat_features` and scored against a reference computed once and cached on disk
+(:meth:`Scorer.reference`).  :func:`torchmetrics_fid` gives the same FID as a torchmetrics metric for use
+during training.
+"""
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+import re
+
+import torch
+import torch.nn as nn
+from torch.utils.data import DataLoader
+from torch_fidelity.metric_fid import fid_featuresdict_to_statistics, fid_statistics_to_metric
+from torch_fidelity.metric_isc import isc_featuresdict_to_metric
+from torch_fidelity.metric_kid import kid_featuresdict_to_metric
+from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY
+from torchmetrics.image.fid import FrechetInceptionDistance
+
+from ddim_bench.evaluation.features import (DIGITS, INCEPTION, MissingWeightsError, build_extractor, check_inception_weights,
+                                 check_dinov2_weights, classifier_settings, digits_settings, extractor_name)
+from ddim_bench.errors import UserError
+from ddim_bench.evaluation.dinov2 import NAMES as DINOV2_NAMES
+
+__all__ = ["Scorer", "MissingWeightsError", "check_extractor", "concat_features", "torchmetrics_fid",
+           "REFERENCE_COMPUTATIONS"]
+
+# How many reference feature sets were actually computed (not loaded from the cache) in this process.
+REFERENCE_COMPUTATIONS = 0
+
+
+def check_extractor(metrics_cfg) -> str:
+    """Fail early (one-line UserError) when the configured extractor cannot be built; returns its name.
+
+    Cheap: checks the inception weights file exists or the classifier settings are valid; loads nothing.
+    """
+    name = extractor_name(metrics_cfg)
+    if name == INCEPTION:
+        check_inception_weights(metrics_cfg.get("weights_path"))
+    elif name in DINOV2_NAMES:
+        if metrics_cfg.get("isc", True):
+            FEATURE_EXTRACTORS_REGISTRY[name].get_default_feature_layer_for_metric("isc")  # the one-line UserError
+        check_dinov2_weights(name, metrics_cfg.get("weights_path"))
+    else:
+        digits_settings(**classifier_settings(metrics_cfg))
+    return name
+
+
+def concat_features(parts) -> dict:
+    """Merge a list of featuresdicts (batches, or per-process shards) into one, along the sample axis."""
+    parts = [p for p in parts if p]
+    if not parts:
+        return {}
+    return {k: torch.cat([p[k] for p in parts], dim=0) for k in parts[0]}
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._=-]+", "_", text)[:80]
+
+
+def _file_hash(path: str) -> str:
+    """Short content hash of a (weights) file."""
+    h = hashlib.sha1()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()[:10]
+
+
+class Scorer:
+    """FID / IS / KID with one torch-fidelity feature extractor chosen by the ``metrics`` config."""
+
+    def __init__(self, metrics_cfg, cache_dir: str, device="cpu"):
+        self.cfg = metrics_cfg
+        self.cache_dir = str(cache_dir)
+        self.device = torch.device(device)
+        self.name = extractor_name(metrics_cfg)
+        self.enabled = {m: bool(metrics_cfg.get(m, True)) for m in ("fid", "isc", "kid")}
+        self.prc = bool(metrics_cfg.get("prc", False))  # precision/recall: computed with the bootstrap intervals
+        self.batch_size = int(metrics_cfg.get("batch_size", 64))
+        self.kid_subset_size = int(metrics_cfg.get("kid_subset_size", 1000))
+        self.kid_subsets = int(metrics_cfg.get("kid_subsets", 100))
+        self.isc_splits = int(metrics_cfg.get("isc_splits", 10))
+        self.rng_seed = int(metrics_cfg.get("rng_seed", 2020))
+        cls = FEATURE_EXTRACTORS_REGISTRY[self.name]
+        self.layers = {}
+        for m in ("fid", "isc", "kid"):
+            try:
+                self.layers[m] = cls.get_default_feature_layer_for_metric(m)
+            except (KeyError, UserError):  # an extractor may lack a layer (DINOv2: no isc): fine if it is off
+                if m == "fid" or self.enabled[m]:
+                    raise
+        # The FID layer is always extracted: torchmetrics_fid() needs it even when fid is off here.
+        wanted = sorted({self.layers[m] for m in self.layers if self.enabled[m]} | {self.layers["fid"]})
+        self.extractor, weights = build_extractor(metrics_cfg, self.cache_dir, wanted, self.device)
+        # Identifies the extractor *and its weights* (stable across machines): digits-cnn-<settings hash> or
+        # inception-v3-compat-<weights content hash>.  Part of every reference cache file name.
+        self.extractor_id = (os.path.splitext(os.path.basename(weights))[0] if self.name == DIGITS
+                             else f"{self.name}-{_file_hash(weights)}")
+
+    @torch.no_grad()
+    def features(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        """uint8 images [B, 3, H, W] → featuresdict {layer: float64 [B, d]} on the CPU."""
+        parts = []
+        for i in range(0, len(images), self.batch_size):
+            out = self.extractor(images[i:i + self.batch_size].to(self.device))
+            d = self.extractor.convert_features_tuple_to_dict(out)
+            parts.append({k: v.detach().to("cpu", torch.float64) for k, v in d.items()})
+        return concat_features(parts)
+
+    def reference(self, dataset, key: str) -> dict:
+        """Featuresdict of a dataset of uint8 [3, H, W] images, computed once per ``key`` and cached on disk.
+
+        ``key`` must name everything about the dataset that changes the images (name, split, resolution…);
+        the extractor and its weights are added to the cache file name here.  The cache file is verified when
+        loaded (see ``reference_cache``): a damaged one is named, moved aside and computed again.
+        """
+        from ddim_bench.errors import UserError
+        from ddim_bench.evaluation import reference_cache
+        if len(dataset) < 2:  # before the cache: an empty reference must never be stored
+            raise UserError(f"reference.n={len(dataset)} must be >= 2 (FID/KID need at least two reference "
+                            f"images); raise reference.n or use null for the whole split")
+        layers = list(self.extractor.get_requested_features_list())
+        digest = hashlib.sha1(f"{key}|{self.extractor_id}|{'+'.join(layers)}".encode()).hexdigest()[:16]
+        path = os.path.join(self.cache_dir, "references", f"ref-{_slug(key)}-{self.extractor_id}-{digest}.pt")
+
+        def compute():
+            global REFERENCE_COMPUTATIONS
+            REFERENCE_COMPUTATIONS += 1
+            loader = DataLoader(dataset, batch_size=self.batch_size, shuffle=False, num_workers=0)
+            return concat_features([self.features(b[0] if isinstance(b, (list, tuple)) else b) for b in loader])
+
+        return reference_cache.load_or_compute(path, layers, compute)
+
+    def score(self, gen_features: dict, ref_features: dict) -> dict:
+        """Enabled metrics of generated vs reference features: fid, is_mean/is_std, kid_mean/kid_std (floats).
+
+        Small sets are fine: KID's subset size and IS's split count shrink to fit; a metric that is undefined
+        (fewer than 2 samples) is NaN.
+        """
+        gen = {k: v.double().cpu() for k, v in gen_features.items()}
+        ref = {k: v.double().cpu() for k, v in ref_features.items()}
+        out = {}
+        if self.enabled["fid"]:
+            layer = self.layers["fid"]
+            if min(len(gen[layer]), len(ref[layer])) < 2:
+                out["fid"] = math.nan
+            else:
+                s_gen = fid_featuresdict_to_statistics(gen, layer)
+                s_ref = fid_featuresdict_to_statistics(ref, layer)
+                out["fid"] = fid_statistics_to_metric(s_gen, s_ref, verbose=False)["frechet_inception_distance"]
+        if self.enabled["isc"]:
+            layer = self.layers["isc"]
+            n = len(gen[layer])
+            if n < 1:
+                out["is_mean"] = out["is_std"] = math.nan
+            else:
+                r = isc_featuresdict_to_metric(gen, layer, isc_splits=min(self.isc_splits, n),
+                                               samples_shuffle=True, rng_seed=self.rng_seed, verbose=False)
+                out["is_mean"], out["is_std"] = r["inception_score_mean"], r["inception_score_std"]
+        if self.enabled["kid"]:
+            layer = self.layers["kid"]
+            size = min(self.kid_subset_size, len(gen[layer]), len(ref[layer]))
+            if size < 2:
+                out["kid_mean"] = out["kid_std"] = math.nan
+            else:
+                r = kid_featuresdict_to_metric(gen, ref, layer, kid_subset_size=size, kid_subsets=self.kid_subsets,
+                                               rng_seed=self.rng_seed, verbose=False)
+                out["kid_mean"] = r["kernel_inception_distance_mean"]
+                out["kid_std"] = r["kernel_inception_distance_std"]
+        return {k: float(v) for k, v in out.items()}
+
+
+class _FidLayer(nn.Module):
+    """The scorer's extractor seen as ``uint8 [B, 3, H, W] → FID features [B, d]`` (float32).
+
+    The extractor is held outside the module tree, so it stays on the scorer's device and in eval mode, and its
+    weights do not end up in the state dict (or checkpoints) of whatever module owns the metric.
+    """
+
+    def __init__(self, scorer: Scorer):
+        super().__init__()
+        self._scorer = [scorer]
+        self.index = list(scorer.extractor.get_requested_features_list()).index(scorer.layers["fid"])
+        self.num_features = int(self(torch.zeros(1, 3, 8, 8, dtype=torch.uint8)).shape[-1])
+
+    @torch.no_grad()
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        scorer = self._scorer[0]
+        return scorer.extractor(x.to(scorer.device))[self.index].float().to(x.device)
+
+
+def torchmetrics_fid(scorer: Scorer, ref_features: dict | None = None) -> FrechetInceptionDistance:
+    """A torchmetrics FID on the scorer's extractor and FID layer (``reset_real_features=False``).
+
+    Feed it with ``update(uint8 images, real=...)``.  With ``ref_features`` (from :meth:`Scorer.reference`)
+    the real-side statistics are filled in directly, so only generated images need updating.
+    """
+    fid = FrechetInceptionDistance(feature=_FidLayer(scorer), reset_real_features=False)
+    if ref_features is not None:
+        f = ref_features[scorer.layers["fid"]].double()
+        fid.real_features_sum = f.sum(dim=0).to(fid.real_features_sum.device)
+        fid.real_features_cov_sum = (f.t() @ f).to(fid.real_features_cov_sum.device)
+        fid.real_features_num_samples = torch.tensor(len(f), device=fid.real_features_num_samples.device)
+    return fid

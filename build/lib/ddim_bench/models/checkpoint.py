@@ -1,0 +1,88 @@
+"""Loading checkpoints for sampling: ours (Lightning, raw + EMA weights) or the official DDPM CIFAR-10 one.
+
+Every file is read with ``torch.load(..., weights_only=True)``.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass, field
+
+import torch
+
+from ddim_bench.errors import UserError
+
+OFFICIAL_CIFAR10_MD5 = "1fa350b952534ae442b1d5235cce5cd3"  # ema_diffusion_cifar10_model/model-790000.ckpt
+OFFICIAL_CIFAR10_MODEL = dict(in_channels=3, out_ch=3, ch=128, ch_mult=[1, 2, 2, 2], num_res_blocks=2,
+                              attn_resolutions=[16], dropout=0.1, resolution=32, resamp_with_conv=True)
+OFFICIAL_SCHEDULE = dict(num_timesteps=1000, schedule="linear", beta_start=0.0001, beta_end=0.02)
+
+
+@dataclass
+class Loaded:
+    state_dict: dict
+    model: dict                  # UNet keyword arguments
+    schedule: dict | None        # diffusion config stored with the weights (None: take it from config)
+    info: dict = field(default_factory=dict)  # kind, weights, sha256, path
+
+
+def file_digest(path: str, algo: str = "sha256") -> str:
+    h = hashlib.new(algo)
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _official_keys() -> set[str]:
+    from ddim_bench.models.unet import UNet
+    with torch.device("meta"):
+        return set(UNet(**OFFICIAL_CIFAR10_MODEL).state_dict())
+
+
+def load(path: str, weights: str = "ema") -> Loaded:
+    """Read ``path``; ``weights`` is ``ema`` or ``raw`` (ours only: the official file holds EMA weights)."""
+    if weights not in ("ema", "raw"):
+        raise UserError(f"weights={weights} must be ema or raw")
+    if path and os.path.isdir(path):
+        raise UserError(f"checkpoint={path} is a folder; pass the checkpoint file in it (e.g. checkpoints/last.ckpt)")
+    if not path or not os.path.isfile(path):
+        raise UserError(f"checkpoint={path} does not exist; train one with ddim-bench-train or pass its path")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 - any unreadable file is the user's to fix
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise UserError(f"checkpoint={path} cannot be read safely (weights_only): {first[:200]}") from None
+    info = {"path": os.path.abspath(path), "sha256": file_digest(path)}
+    if isinstance(obj, dict) and "state_dict" in obj and "hyper_parameters" in obj:
+        hp = obj["hyper_parameters"]
+        if weights == "raw" and "current_model_state" not in obj:
+            raise UserError(f"checkpoint={path} holds no raw weights (trained without EMA); use weights=ema")
+        sd = obj["current_model_state"] if weights == "raw" else obj["state_dict"]
+        if "current_model_state" not in obj:
+            weights = "raw"  # no EMA callback: state_dict is the raw model
+        sd = {k[len("model."):]: v for k, v in sd.items() if k.startswith("model.")}
+        model = {k: v for k, v in dict(hp["model"]).items() if k != "_target_"}
+        return Loaded(sd, model, dict(hp["schedule"]),
+                      {**info, "kind": "ddim-bench", "weights": weights, "step": obj.get("global_step")})
+    if isinstance(obj, dict) and obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
+        sd = {k.removeprefix("module."): v for k, v in obj.items()}
+        if set(sd) == _official_keys():
+            if weights == "raw":
+                raise UserError(f"checkpoint={path} is the official EMA checkpoint; it has no raw weights")
+            md5 = file_digest(path, "md5")
+            return Loaded(sd, dict(OFFICIAL_CIFAR10_MODEL), dict(OFFICIAL_SCHEDULE),
+                          {**info, "kind": "ddpm-cifar10-official", "weights": "ema",
+                           "md5_matches_official": md5 == OFFICIAL_CIFAR10_MD5})
+    raise UserError(f"checkpoint={path} is neither a ddim-bench checkpoint nor the DDPM CIFAR-10 state dict")
+
+
+def build_model(loaded: Loaded, device="cpu") -> torch.nn.Module:
+    from ddim_bench.models.unet import UNet
+    model = UNet(**loaded.model)
+    try:
+        model.load_state_dict(loaded.state_dict, strict=True)
+    except RuntimeError as err:
+        raise UserError(f"checkpoint={loaded.info.get('path')} does not fit the UNet config: "
+                        f"{str(err).splitlines()[0][:200]}") from None
+    return model.to(device).eval().requires_grad_(False)

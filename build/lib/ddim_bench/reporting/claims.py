@@ -1,0 +1,220 @@
+"""The DDIM paper's qualitative claims, checked as comparisons with intervals.
+
+Each claim is a difference Δ whose expected sign says the claim holds; its interval comes from
+:mod:`ddim_bench.evaluation.uncertainty`.  FID comparisons are *paired* within a seed block (cells of one block
+start sample i from the same x_T, so their stored features are in the same sample order) and combined over the
+blocks that have both cells' features (:func:`combine_blocks`).  Verdicts: "holds" when the whole interval is on
+the expected side of 0, "reversed" when it is wholly on the other side, else "not significant".
+
+Claims (S_min / S_max: the smallest / largest S of the grid):
+
+1. η = 0 beats η = 1 at S_min:                     Δ = FID(η=0) − FID(η=1)                     < 0
+2. at η = 0, FID falls from S_min to S_max:         Δ = FID(S_max) − FID(S_min)                 < 0
+3. σ̂ is the worst row at S_min:                    Δ = FID(other row) − FID(σ̂), every other row < 0
+4. σ̂ is the best row at S = 1000 (if in the grid): Δ = FID(σ̂) − FID(other row), every other row < 0
+5. reconstruction error falls with S:               Δ = mean MSE(S_max) − mean MSE(S_min)        < 0
+6. η = 0 is consistent across S:                    Δ = mean_k [MSE(x_k, y_k) − mean_{l≠k} MSE(x_k, y_l)] < 0
+   with x_k / y_k the kept image k (from x_T of index k) at S_min / S_max, MSE per dimension on [0, 1]
+
+For 3 and 4 the row reports the weakest of the comparisons (the largest upper bound).  Claim 5 resamples images
+(the same images at each S, so paired); claim 6 resamples images within each seed block and combines blocks.
+Only DDIM cells are used (``sampler`` absent or "ddim"), and η rows without x̂0 clipping.  A claim whose cells
+(or features, or images) are missing is left out.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+
+import torch
+
+from ddim_bench.evaluation.uncertainty import (Interval, combine_blocks, paired_difference, percentile_interval,
+                                               resample_indices, verdict)
+
+__all__ = ["evaluate_claims", "claims_markdown"]
+
+
+def _getter(source) -> Callable:
+    if source is None:
+        return lambda key: None
+    if isinstance(source, Mapping):
+        return source.get
+    if callable(source):
+        return source
+    raise ValueError(f"expected a mapping or a callable key -> value, got {type(source).__name__}")
+
+
+def _row(rec: dict):
+    """("hat",) for σ̂, ("eta", η) for an η row without clipping, None for anything else."""
+    if rec.get("sampler", "ddim") != "ddim":
+        return None
+    if rec["variance"] == "hat":
+        return ("hat",)
+    return None if rec.get("clip_x0", False) else ("eta", float(rec["eta"]))
+
+
+def _name(row) -> str:
+    return "σ̂" if row[0] == "hat" else f"η={row[1]:g}"
+
+
+class _Grid:
+    """Records of one skip indexed by (row, S, seed)."""
+
+    def __init__(self, records: list[dict]):
+        self.cells: dict = {}
+        for r in records:
+            row = _row(r)
+            if row is not None:
+                self.cells.setdefault((row, int(r["steps"]), int(r["seed"])), r)
+        self.steps = sorted({s for _, s, _ in self.cells})
+        self.rows = sorted({row for row, _, _ in self.cells}, key=lambda r: (r[0] == "hat", r[1:]))
+
+    def seeds(self, row, steps) -> list[int]:
+        return sorted(seed for rw, s, seed in self.cells if rw == row and s == steps)
+
+
+def _fid_delta(grid, cell_a, cell_b, features, ref, layers, opts) -> tuple[Interval, int] | None:
+    """Paired FID(a) − FID(b) over the seed blocks that have both cells' features, or None."""
+    blocks = []
+    for i, seed in enumerate(sorted(set(grid.seeds(*cell_a)) & set(grid.seeds(*cell_b)))):
+        fa = features(grid.cells[(*cell_a, seed)]["key"])
+        fb = features(grid.cells[(*cell_b, seed)]["key"])
+        if fa is None or fb is None:
+            continue
+        iv, draws = paired_difference(fa, fb, ref, "fid", layers=layers, replicates=opts["replicates"],
+                                      level=opts["level"], seed=opts["seed"] + i,
+                                      device=opts["device"], centered=opts["centered"])
+        blocks.append((iv.value, draws))
+    if not blocks:
+        return None
+    return combine_blocks(blocks, opts["level"], opts["centered"]), len(blocks)
+
+
+def _out(claim: str, comparison: str, iv: Interval, blocks: int, expect: str = "negative") -> dict:
+    return {"claim": claim, "comparison": comparison, "delta": iv.value, "lo": iv.lo, "hi": iv.hi,
+            "level": iv.level, "blocks": blocks, "verdict": verdict(iv.lo, iv.hi, expect)}
+
+
+def _weakest(results: list[tuple[str, Interval, int]]):
+    """The comparison with the largest upper bound (the closest to failing a '< 0' claim)."""
+    return max(results, key=lambda t: t[1].hi)
+
+
+def _fid_claims(grid: _Grid, features, ref, layers, opts, tag: str) -> list[dict]:
+    rows = []
+    if not grid.steps:
+        return rows
+    s_min, s_max = grid.steps[0], grid.steps[-1]
+    eta0, eta1, hat = ("eta", 0.0), ("eta", 1.0), ("hat",)
+    r = _fid_delta(grid, (eta0, s_min), (eta1, s_min), features, ref, layers, opts)
+    if r:
+        rows.append(_out("η = 0 beats η = 1 at the fewest steps", f"FID(η=0) − FID(η=1) at S={s_min}{tag}", *r))
+    if s_max != s_min:
+        r = _fid_delta(grid, (eta0, s_max), (eta0, s_min), features, ref, layers, opts)
+        if r:
+            rows.append(_out("at η = 0, FID falls from the fewest to the most steps",
+                             f"FID(S={s_max}) − FID(S={s_min}) at η=0{tag}", *r))
+    for steps, claim, worst in ((s_min, "σ̂ is the worst row at the fewest steps", True),
+                                (1000, "σ̂ is the best row at S = 1000", False)):
+        if steps not in grid.steps:
+            continue
+        results = []
+        for other in [row for row in grid.rows if row != hat]:
+            a, b = ((other, steps), (hat, steps)) if worst else ((hat, steps), (other, steps))
+            r = _fid_delta(grid, a, b, features, ref, layers, opts)
+            if r:
+                results.append((f"FID({_name(a[0])}) − FID({_name(b[0])}) at S={steps}", *r))
+        if results:
+            text, iv, n = _weakest(results)
+            rows.append(_out(claim, f"{text}{tag} (weakest of {len(results)})", iv, n))
+    return rows
+
+
+def _reconstruction_claim(mse: Mapping, opts) -> list[dict]:
+    steps = sorted(int(s) for s in mse)
+    if len(steps) < 2:
+        return []
+    lo_s, hi_s = steps[0], steps[-1]
+    a = torch.as_tensor(mse[hi_s], dtype=torch.float64).reshape(-1)
+    b = torch.as_tensor(mse[lo_s], dtype=torch.float64).reshape(-1)
+    if a.numel() != b.numel() or a.numel() < 2:
+        raise ValueError(f"reconstruction MSEs must cover the same >= 2 images at each S, got {b.numel()} "
+                         f"at S={lo_s} and {a.numel()} at S={hi_s}")
+    idx = resample_indices(a.numel(), opts["replicates"], opts["seed"])
+    d = a - b
+    iv = percentile_interval(float(d.mean()), d[idx].mean(1), opts["level"], opts["centered"])
+    return [_out("reconstruction error falls with S",
+                 f"mean MSE(S={hi_s}) − mean MSE(S={lo_s}), paired over {a.numel()} images", iv, 1)]
+
+
+def _consistency_terms(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Per image k: MSE(x_k, y_k) − mean_{l≠k} MSE(x_k, y_l), images as uint8 [K, ...] mapped to [0, 1]."""
+    a = x.reshape(len(x), -1).double() / 255
+    b = y.reshape(len(y), -1).double() / 255
+    mse = torch.cdist(a, b).square() / a.shape[1]                     # [K, K] per-dimension MSE
+    k = len(a)
+    same = mse.diagonal()
+    return same - (mse.sum(1) - same) / (k - 1)
+
+
+def _consistency_claim(grid: _Grid, kept, opts, tag: str) -> list[dict]:
+    if len(grid.steps) < 2:
+        return []
+    s_min, s_max, eta0 = grid.steps[0], grid.steps[-1], ("eta", 0.0)
+    blocks = []
+    for i, seed in enumerate(sorted(set(grid.seeds(eta0, s_min)) & set(grid.seeds(eta0, s_max)))):
+        x = kept(grid.cells[(eta0, s_min, seed)]["key"])
+        y = kept(grid.cells[(eta0, s_max, seed)]["key"])
+        if x is None or y is None or len(x) < 2:
+            continue
+        if x.shape != y.shape:
+            raise ValueError(f"kept images of seed {seed} differ in shape: {tuple(x.shape)} vs {tuple(y.shape)}")
+        d = _consistency_terms(x, y)
+        idx = resample_indices(len(d), opts["replicates"], opts["seed"] + i)
+        blocks.append((float(d.mean()), d[idx].mean(1)))
+    if not blocks:
+        return []
+    iv = combine_blocks(blocks, opts["level"], opts["centered"])
+    return [_out("η = 0 samples are consistent across S",
+                 f"MSE(S={s_min}, same x_T at S={s_max}) − MSE(other x_T at S={s_max}) at η=0{tag}",
+                 iv, len(blocks))]
+
+
+def evaluate_claims(records: list[dict], features, ref: dict, *, layers: dict[str, str],
+                    reconstruction: Mapping | None = None, kept=None, replicates: int = 200,
+                    level: float = 0.95, seed: int = 0, device="cpu", centered: bool = True) -> list[dict]:
+    """Rows {claim, comparison, delta, lo, hi, level, blocks, verdict} for the claims the inputs allow.
+
+    ``records``: cell records (steps, eta, variance, skip, seed, key; ``sampler``/``clip_x0`` optional);
+    ``features``: key → featuresdict (per-sample features, one sample order per seed block) or None;
+    ``ref``: the reference featuresdict; ``layers``: metric → layer (``Scorer.layers``; FID's is used);
+    ``reconstruction``: {S: per-image MSEs [n]} (the same n images at each S);
+    ``kept``: key → uint8 images [K, 3, H, W] (image k of every cell of a block from the same x_T), or None.
+    ``features``/``kept`` may be mappings.  With several skips in the records, FID and consistency claims are
+    made per skip.
+    """
+    opts = {"replicates": int(replicates), "level": float(level), "seed": int(seed), "device": device,
+            "centered": bool(centered)}
+    features, kept = _getter(features), _getter(kept)
+    skips = sorted({str(r["skip"]) for r in records})
+    rows = []
+    for skip in skips:
+        grid = _Grid([r for r in records if str(r["skip"]) == skip])
+        tag = f", skip {skip}" if len(skips) > 1 else ""
+        rows += _fid_claims(grid, features, ref, layers, opts, tag)
+    if reconstruction:
+        rows += _reconstruction_claim(reconstruction, opts)
+    for skip in skips:
+        grid = _Grid([r for r in records if str(r["skip"]) == skip])
+        rows += _consistency_claim(grid, kept, opts, f", skip {skip}" if len(skips) > 1 else "")
+    return rows
+
+
+def claims_markdown(rows: list[dict]) -> str:
+    """A Markdown table of :func:`evaluate_claims` rows (a one-line note when there are none)."""
+    if not rows:
+        return "No claim of the paper could be checked: the cells it needs are missing.\n"
+    lines = ["| Claim | Comparison | Δ | Interval | Blocks | Verdict |", "|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['claim']} | {r['comparison']} | {r['delta']:.4g} | "
+                     f"[{r['lo']:.4g}, {r['hi']:.4g}] ({r['level']:.0%}) | {r['blocks']} | {r['verdict']} |")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,152 @@
+"""Config validation in one place: types and unknown keys (the schema merge), declared ranges, open groups.
+
+``validate(cfg, schema.SweepApp)`` returns the typed config or raises a one-line :class:`UserError` naming the
+key and what it must be.  Checks that need the checkpoint (its T, its resolution) live in :func:`check_steps`
+and :func:`check_resolution`, called right after the checkpoint is loaded and before any sampling.
+"""
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import math
+import typing
+
+from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf.errors import ConfigKeyError, MissingMandatoryValue, OmegaConfBaseException, ValidationError
+
+from ddim_bench import schema
+from ddim_bench.errors import UserError
+
+OPEN_GROUPS = {"data": schema.Data, "trainer": schema.Trainer}
+TYPE_WORDS = {"Integer": "an integer", "Float": "a number", "Boolean": "true or false", "String": "a string"}
+
+
+def validate(cfg: DictConfig, app: type) -> DictConfig:
+    """Merge ``cfg`` over the app's schema (types, unknown keys), then check every declared range."""
+    try:
+        typed = OmegaConf.merge(OmegaConf.structured(app), cfg)
+    except ConfigKeyError as err:
+        raise UserError(f"{err.full_key} is not a setting of this app; check the spelling "
+                        f"(settings are listed in ddim_bench/schema.py)") from None
+    except ValidationError as err:
+        raise UserError(_type_message(err)) from None
+    for name, spec_cls in OPEN_GROUPS.items():
+        if name in typed and typed[name] is not None:
+            check_open_group(typed, name, spec_cls)
+    check_ranges(typed, app, "")
+    return typed
+
+
+def _type_message(err: ValidationError) -> str:
+    word = next((w for k, w in TYPE_WORDS.items() if k in err.msg), None)
+    if word:
+        return f"{err.full_key}={err.value!s} must be {word}"
+    return f"{err.full_key}: {err.msg.splitlines()[0]}"
+
+
+def _value(node, key: str, path: str):
+    try:
+        return node[key]
+    except MissingMandatoryValue:
+        raise UserError(f"{path} is not set; pass {path}=...") from None
+    except OmegaConfBaseException as err:
+        raise UserError(f"{path}: {str(err).splitlines()[0]}") from None
+
+
+def check_ranges(node, cls: type, prefix: str) -> None:
+    """Walk the dataclass ``cls`` over ``node``; each field's metadata (min/max/below/choices) is checked."""
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        if f.name not in node:
+            continue
+        path = f"{prefix}{f.name}"
+        value = _value(node, f.name, path)
+        sub = hints.get(f.name)
+        if dataclasses.is_dataclass(sub) and isinstance(value, DictConfig):
+            check_ranges(value, sub, path + ".")
+            continue
+        for v in (list(value) if isinstance(value, (ListConfig, list)) else [value]):
+            check_value(path, v, f.metadata, value)
+
+
+def check_value(path: str, v, meta, shown=None) -> None:
+    shown = v if shown is None else shown
+    shown = list(shown) if isinstance(shown, ListConfig) else shown
+    if v is None:
+        return
+    if isinstance(v, float) and not math.isfinite(v):
+        raise UserError(f"{path}={shown} must be a finite number")
+    if "choices" in meta and v not in meta["choices"]:
+        raise UserError(f"{path}={shown} must be one of {', '.join(str(c) for c in meta['choices'])}")
+    if "min" in meta and v < meta["min"]:
+        raise UserError(f"{path}={shown} must be >= {meta['min']}" + (f" ({meta['help']})" if meta.get("help") else ""))
+    if "max" in meta and v > meta["max"]:
+        raise UserError(f"{path}={shown} must be <= {meta['max']}")
+    if "below" in meta and v >= meta["below"]:
+        raise UserError(f"{path}={shown} must be < {meta['below']}")
+
+
+def check_open_group(cfg: DictConfig, name: str, known: type) -> None:
+    """An open group: its known keys are typed and ranged; the rest must be parameters of its target."""
+    node = cfg[name]
+    fields = {f.name for f in dataclasses.fields(known)}
+    try:
+        typed = OmegaConf.merge(OmegaConf.structured(known),
+                                {k: node._get_node(k)._value() for k in node if k in fields})
+    except ValidationError as err:
+        raise UserError(_type_message(err).replace(f"{err.full_key}", f"{name}.{err.full_key}", 1)) from None
+    check_ranges(typed, known, name + ".")
+    target = _target_of(name, node)
+    params = inspect.signature(target).parameters
+    if any(p.kind == p.VAR_KEYWORD for p in params.values()):
+        return
+    for key in node:
+        if key not in params and key not in ("_target_",) and not (name == "data" and key in ("name", "channels")):
+            raise UserError(f"{name}.{key} is not a setting of {target.__name__}; "
+                            f"known: {', '.join(k for k in params if k not in ('self', 'args', 'kwargs'))}")
+
+
+def _target_of(name: str, node):
+    if name == "trainer":
+        import pytorch_lightning as pl
+        return pl.Trainer
+    from hydra.utils import get_class
+    try:
+        return get_class(node._target_)
+    except Exception:  # noqa: BLE001 - any import failure is a config error
+        raise UserError(f"{name}._target_={node._target_} cannot be imported; pick one of conf/{name}/*.yaml") from None
+
+
+def check_steps(steps: list[int], num_timesteps: int, key: str) -> None:
+    """Step counts against the checkpoint's own T (known only once it is loaded)."""
+    for s in steps:
+        if not 1 <= s <= num_timesteps:
+            raise UserError(f"{key}={s} must be in [1, {num_timesteps}] (the checkpoint's T)")
+
+
+def check_schedule(cfg_diffusion, schedule: dict, checkpoint: str, overridden: set[str]) -> None:
+    """A ``diffusion`` override (``overridden``: the keys set on the command line, ``*`` for the whole group) that
+    differs from the checkpoint's own schedule is refused, not silently ignored."""
+    given = OmegaConf.to_container(cfg_diffusion, resolve=True)
+    for key, value in schedule.items():
+        if not ({key, "*"} & overridden):
+            continue
+        if key in given and given[key] != value and not _close(given[key], value):
+            raise UserError(f"diffusion.{key}={given[key]} differs from the checkpoint's own {key}={value} "
+                            f"({checkpoint}); drop the override (the checkpoint's schedule is always used)")
+
+
+def _close(a, b) -> bool:
+    return isinstance(a, (int, float)) and isinstance(b, (int, float)) and math.isclose(a, b, rel_tol=1e-9)
+
+
+def check_resolution(data_shape: tuple, model_shape: tuple, data_name: str) -> None:
+    if tuple(data_shape) != tuple(model_shape):
+        raise UserError(f"data={data_name} gives images of shape {tuple(data_shape)} but the checkpoint's model "
+                        f"takes {tuple(model_shape)}; set data.resolution (or data=) to match the checkpoint")
+
+
+def check_accelerator(key: str, value: str) -> None:
+    import torch
+    if value in ("gpu", "cuda") and not torch.cuda.is_available():
+        raise UserError(f"{key}={value} but this machine has no GPU; use {key}=cpu")
