@@ -73,3 +73,24 @@ def test_a_corrupt_record_is_named_and_left_out(swept, tmp_path, capsys):
     rep = report.make_report(str(copy))
     assert len(rep["records"]) == 11
     assert victim.name in capsys.readouterr().err
+
+
+def test_grid_labels_draw_greek_letters_not_empty_boxes():
+    """Row labels such as "η = 0" and "σ̂" are drawn with real glyphs: η differs from the font's missing-glyph box
+    (an unassigned code point) and from σ, and the label margin of a labelled grid gets ink."""
+    import numpy as np
+    import torch
+    from ddim_bench.reporting.figures import label_font, labelled
+    font = label_font()
+
+    def ink(text):
+        mask = font.getmask(text)
+        return np.array(mask, dtype=np.uint8).reshape(mask.size[1], mask.size[0])
+
+    eta, sigma, missing = ink("η"), ink("σ"), ink("\u0378")
+    assert eta.sum() > 0 and not (eta.shape == missing.shape and np.array_equal(eta, missing))
+    assert not np.array_equal(eta, sigma)
+    grid = torch.full((3, 20, 40), 255, dtype=torch.uint8)
+    out = labelled(grid, ["S=10", "S=20"], ["η = 0"], (19, 19)).numpy()
+    assert out.shape == (3, 38, 104)
+    assert (out[:, 18:, :64] < 128).any() and (out[:, :18, 64:] < 128).any()

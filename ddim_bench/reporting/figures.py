@@ -59,16 +59,23 @@ def consistency_grid(rows: list[dict], samples, path: str, per_tile: int = 4) ->
     return save_png(labelled(grid, [f"S={s}" for s in steps], names, shape[1:]), path)
 
 
+def label_font(size: int = 11):
+    """DejaVu Sans (shipped with matplotlib): it has η, σ and the combining hat, which PIL's default font lacks."""
+    from matplotlib import font_manager
+    from PIL import ImageFont
+    return ImageFont.truetype(font_manager.findfont("DejaVu Sans", fallback_to_default=False), size)
+
+
 def labelled(grid: torch.Tensor, cols: list[str], rows: list[str], tile_hw) -> torch.Tensor:
     """A white margin on the left (row labels) and on top (column labels) of a uint8 [3, H, W] grid."""
     from PIL import Image, ImageDraw
-    left, top = 64, 18
+    left, top, font = 64, 18, label_font()
     img = Image.new("RGB", (grid.shape[2] + left, grid.shape[1] + top), "white")
     img.paste(Image.fromarray(grid.permute(1, 2, 0).numpy()), (left, top))
     draw = ImageDraw.Draw(img)
     th, tw = tile_hw[0] + 1, tile_hw[1] + 1
     for j, c in enumerate(cols):
-        draw.text((left + 2 + j * tw + tw // 3, 3), c, fill="black")
+        draw.text((left + 2 + j * tw + tw // 3, 3), c, fill="black", font=font)
     for i, r in enumerate(rows):
-        draw.text((4, top + 2 + i * th + th // 2 - 6), r, fill="black")
+        draw.text((4, top + 2 + i * th + th // 2 - 6), r, fill="black", font=font)
     return torch.from_numpy(np.array(img)).permute(2, 0, 1).contiguous()
