@@ -226,6 +226,7 @@ class App:
     reference: Any = None
     eval: Any = None
     grid: Any = None
+    download: bool = True        # fetch missing public files (Hub models, weights, CIFAR-10) into paths.cache_dir
 
 
 @dataclass

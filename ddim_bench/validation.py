@@ -140,10 +140,12 @@ def _close(a, b) -> bool:
     return isinstance(a, (int, float)) and isinstance(b, (int, float)) and math.isclose(a, b, rel_tol=1e-9)
 
 
-def check_resolution(data_shape: tuple, model_shape: tuple, data_name: str) -> None:
+def check_resolution(data_shape: tuple, model_shape: tuple, data_name: str, checkpoint: str = "") -> None:
     if tuple(data_shape) != tuple(model_shape):
-        raise UserError(f"data={data_name} gives images of shape {tuple(data_shape)} but the checkpoint's model "
-                        f"takes {tuple(model_shape)}; set data.resolution (or data=) to match the checkpoint")
+        model = f"checkpoint={checkpoint}" if checkpoint else "the checkpoint's model"
+        other = ", or pass a checkpoint made for these images" if checkpoint else ""
+        raise UserError(f"data={data_name} gives images of shape {tuple(data_shape)} but {model} "
+                        f"takes {tuple(model_shape)}; set data.resolution (or data=) to match the checkpoint{other}")
 
 
 def check_accelerator(key: str, value: str) -> None:

@@ -30,15 +30,15 @@ def prepare(cfg: DictConfig, multirun: bool) -> dict:
     cells = cells_from_config(cfg, multirun)
     metrics.check_extractor(cfg.metrics)  # missing weights: stop before any sampling
     validation.check_accelerator("eval.accelerator", cfg.eval.accelerator)
-    loaded = checkpoint.load(cfg.checkpoint, cfg.weights)
+    loaded = checkpoint.load(cfg.checkpoint, cfg.weights, cfg.paths.cache_dir, cfg.download)
     schedule = loaded.schedule or config.plain(cfg.diffusion)
     validation.check_schedule(cfg.diffusion, schedule, cfg.checkpoint, cli.overridden("diffusion"))
     validation.check_steps([c.steps for c in cells], schedule["num_timesteps"],
                            "sampler.steps" if len(cells) == 1 else "grid.steps")
-    shape = (loaded.model["in_channels"], loaded.model["resolution"], loaded.model["resolution"])
+    shape = loaded.shape
     dm = config.build_datamodule(cfg.data)
     ref = dm.reference(cfg.reference.split)
-    validation.check_resolution(config.image_shape(ref, dm), shape, dm.name)
+    validation.check_resolution(config.image_shape(ref, dm), shape, dm.name, cfg.checkpoint)
     ref_n = len(ref) if cfg.reference.n is None else int(cfg.reference.n)
     if ref_n > len(ref) or ref_n < 2:
         raise UserError(f"reference.n={cfg.reference.n} must be in [2, {len(ref)}] (the {cfg.reference.split} split "

@@ -1,6 +1,7 @@
-"""Loading checkpoints for sampling: ours (Lightning, raw + EMA weights) or the official DDPM CIFAR-10 one.
+"""Loading checkpoints for sampling: ours (Lightning, raw + EMA weights), the official DDPM CIFAR-10 one, or a
+diffusers model (a local ``save_pretrained`` folder or a Hub repo id; see ``diffusers_model.py``).
 
-Every file is read with ``torch.load(..., weights_only=True)``.
+Every pickle-based file is read with ``torch.load(..., weights_only=True)``.
 """
 from __future__ import annotations
 
@@ -23,7 +24,16 @@ class Loaded:
     state_dict: dict
     model: dict                  # UNet keyword arguments
     schedule: dict | None        # diffusion config stored with the weights (None: take it from config)
-    info: dict = field(default_factory=dict)  # kind, weights, sha256, path
+    info: dict = field(default_factory=dict)  # kind, weights, sha256, path (+ repo, revision for a Hub model)
+    arch: str = "ddpm-unet"      # ddpm-unet (ours, models/unet.py) | diffusers (UNet2DModel; model = its config)
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        """[C, H, W] of the images the model takes."""
+        if self.arch == "diffusers":
+            from ddim_bench.models.diffusers_model import image_shape
+            return image_shape(self.model)
+        return (self.model["in_channels"], self.model["resolution"], self.model["resolution"])
 
 
 def file_digest(path: str, algo: str = "sha256") -> str:
@@ -40,14 +50,38 @@ def _official_keys() -> set[str]:
         return set(UNet(**OFFICIAL_CIFAR10_MODEL).state_dict())
 
 
-def load(path: str, weights: str = "ema") -> Loaded:
-    """Read ``path``; ``weights`` is ``ema`` or ``raw`` (ours only: the official file holds EMA weights)."""
+def load(path: str, weights: str = "ema", cache_dir: str = ".cache", download: bool = True) -> Loaded:
+    """Read ``path``; ``weights`` is ``ema`` or ``raw`` (ours only: the official file holds EMA weights).
+
+    ``path`` may also be a diffusers folder or a Hub repo id ``owner/name[@revision]`` (fetched into
+    ``cache_dir`` unless ``download`` is off)."""
+    from ddim_bench.models import diffusers_model as dm
     if weights not in ("ema", "raw"):
         raise UserError(f"weights={weights} must be ema or raw")
     if path and os.path.isdir(path):
-        raise UserError(f"checkpoint={path} is a folder; pass the checkpoint file in it (e.g. checkpoints/last.ckpt)")
+        if dm.unet_folder(path) is None:
+            raise UserError(f"checkpoint={path} is a folder but neither a diffusers model folder (unet/config.json "
+                            f"or config.json) nor a checkpoint; pass the checkpoint file in it "
+                            f"(e.g. checkpoints/last.ckpt)")
+        return _diffusers(path, path, weights)
+    if path and dm.is_hub_id(path):
+        folder, revision = dm.fetch(path, cache_dir, download)
+        loaded = _diffusers(folder, path, weights)
+        loaded.info.update(repo=path.split("@")[0], revision=revision)
+        return loaded
     if not path or not os.path.isfile(path):
-        raise UserError(f"checkpoint={path} does not exist; train one with ddim-bench-train or pass its path")
+        raise UserError(f"checkpoint={path} does not exist; train one with ddim-bench-train or pass its path "
+                        f"(or a diffusers folder, or a Hub id such as google/ddpm-cifar10-32)")
+    return _load_file(path, weights)
+
+
+def _diffusers(folder: str, name: str, weights: str) -> Loaded:
+    from ddim_bench.models.diffusers_model import describe
+    config, schedule, info = describe(folder, name, weights)
+    return Loaded({}, config, schedule, {**info, "name": name}, arch="diffusers")
+
+
+def _load_file(path: str, weights: str) -> Loaded:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # noqa: BLE001 - any unreadable file is the user's to fix
@@ -78,6 +112,10 @@ def load(path: str, weights: str = "ema") -> Loaded:
 
 
 def build_model(loaded: Loaded, device="cpu") -> torch.nn.Module:
+    """The ε-network ``model(x, t)`` in eval mode on ``device``, gradients off."""
+    if loaded.arch == "diffusers":
+        from ddim_bench.models.diffusers_model import build
+        return build(loaded.info, loaded.info["name"]).to(device).eval().requires_grad_(False)
     from ddim_bench.models.unet import UNet
     model = UNet(**loaded.model)
     try:
