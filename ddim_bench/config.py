@@ -25,6 +25,9 @@ def build_datamodule(cfg_data):
     it and are checked against the class)."""
     from hydra.errors import InstantiationException
     from hydra.utils import instantiate
+    for key in sorted(OmegaConf.missing_keys(cfg_data)) if isinstance(cfg_data, DictConfig) else ():
+        key = key if key.startswith("data.") else f"data.{key}"  # full key when the group has a parent
+        raise UserError(f"{key} is not set; pass {key}=...")
     d = plain(cfg_data)
     name, channels = d.pop("name", None), d.pop("channels", None)
     try:

@@ -208,3 +208,18 @@ def test_unsupported_folders_are_refused_by_name(tmp_path):
     os.remove(folder / "unet" / "diffusion_pytorch_model.safetensors")
     with pytest.raises(UserError, match="has no diffusion_pytorch_model"):
         checkpoint.load(str(folder))
+
+
+@pytest.mark.parametrize("preset,repo,res", [("cifar10_table1", "google/ddpm-cifar10-32", 32),
+                                             ("lsun_church_256", "google/ddpm-ema-church-256", 256),
+                                             ("lsun_bedroom_256", "google/ddpm-ema-bedroom-256", 256)])
+def test_presets_compose_with_the_hub_models(compose, tmp_path, preset, repo, res):
+    extra = [] if preset.startswith("cifar10") else [f"data.root={tmp_path}"]
+    cfg = compose("sweep", f"experiment={preset}", *extra)
+    assert cfg.checkpoint == repo and cfg.data.resolution == res and cfg.download is True
+    assert cfg.metrics.extractor == "inception-v3-compat" and cfg.n_samples == 50000 and len(cfg.seeds) == 3
+    assert cfg.sampler.skip == ("quad" if preset.startswith("cifar10") else "uniform")
+    if extra:
+        assert cfg.data.root == str(tmp_path) and cfg.data._target_.endswith("ImageFolderDataModule")
+        with pytest.raises(UserError, match=r"^data.root is not set; pass data.root=...$"):
+            config.build_datamodule(compose("sweep", f"experiment={preset}").data)

@@ -30,13 +30,13 @@ def prepare(cfg: DictConfig, multirun: bool) -> dict:
     cells = cells_from_config(cfg, multirun)
     metrics.check_extractor(cfg.metrics)  # missing weights: stop before any sampling
     validation.check_accelerator("eval.accelerator", cfg.eval.accelerator)
+    dm = config.build_datamodule(cfg.data)  # before a model is fetched
     loaded = checkpoint.load(cfg.checkpoint, cfg.weights, cfg.paths.cache_dir, cfg.download)
     schedule = loaded.schedule or config.plain(cfg.diffusion)
     validation.check_schedule(cfg.diffusion, schedule, cfg.checkpoint, cli.overridden("diffusion"))
     validation.check_steps([c.steps for c in cells], schedule["num_timesteps"],
                            "sampler.steps" if len(cells) == 1 else "grid.steps")
     shape = loaded.shape
-    dm = config.build_datamodule(cfg.data)
     ref = dm.reference(cfg.reference.split)
     validation.check_resolution(config.image_shape(ref, dm), shape, dm.name, cfg.checkpoint)
     ref_n = len(ref) if cfg.reference.n is None else int(cfg.reference.n)
