@@ -126,9 +126,16 @@ def test_missing_inception_weights(tmp_path):
     with pytest.raises(UserError):
         M.check_extractor({"extractor": "digits", "classifier": {"resolution": 32}})
     missing.parent.mkdir()
-    missing.write_bytes(b"not a checkpoint")
-    with pytest.raises(UserError, match="could not load"):
+    missing.write_bytes(b"not a checkpoint")  # the known file by name, checked against its sha256 prefix
+    with pytest.raises(M.MissingWeightsError, match=r"the file there was not it: its sha256 starts [0-9a-f]{8}, "
+                                                    r"not 6726825d; moved to .*corrupt"):
         M.Scorer(cfg, str(tmp_path))
+    assert not missing.exists() and [p.read_bytes() for p in (missing.parent / "corrupt").iterdir()] == [
+        b"not a checkpoint"]
+    own = tmp_path / "own-inception.pth"  # another name: the user's own file, loaded as it is
+    own.write_bytes(b"not a checkpoint")
+    with pytest.raises(UserError, match="could not load"):
+        M.Scorer({**cfg, "weights_path": str(own)}, str(tmp_path))
 
 
 class _BlankInception(FeatureExtractorInceptionV3):

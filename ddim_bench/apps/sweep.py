@@ -28,7 +28,7 @@ def prepare(cfg: DictConfig, multirun: bool) -> dict:
     from ddim_bench.evaluation import metrics
     from ddim_bench.evaluation.store import ResultStore
     cells = cells_from_config(cfg, multirun)
-    metrics.check_extractor(cfg.metrics)  # missing weights: stop before any sampling
+    metrics.check_extractor(cfg.metrics, cfg.download)  # missing weights: stop before any sampling
     validation.check_accelerator("eval.accelerator", cfg.eval.accelerator)
     dm = config.build_datamodule(cfg.data)  # before a model is fetched
     loaded = checkpoint.load(cfg.checkpoint, cfg.weights, cfg.paths.cache_dir, cfg.download)

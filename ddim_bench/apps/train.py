@@ -48,7 +48,7 @@ def train(cfg: DictConfig) -> DiffusionModule:
     validation.check_resolution(config.image_shape(dm.reference("train"), dm), model_shape, dm.name)
     if cfg.callbacks.fid.every_n_steps:
         from ddim_bench.evaluation.metrics import check_extractor
-        check_extractor(cfg.metrics)
+        check_extractor(cfg.metrics, cfg.download)
     # a bad ckpt_path stops here; a truncated last.ckpt falls back to an older checkpoint
     resume = find_resume(cfg.ckpt_path, cfg.paths.output_dir, say=cli.launcher_rank() == 0)
     if resume.path and cli.launcher_rank() == 0:

@@ -113,22 +113,37 @@ class DigitsDataModule(ImageDataModule):
 
 
 class Cifar10DataModule(ImageDataModule):
-    """torchvision CIFAR-10 in [−1, 1]; ``download=true`` fetches it into ``root``."""
+    """torchvision CIFAR-10 in [−1, 1]; ``download`` (the top-level setting) fetches it into ``root``."""
 
     name = "cifar10"
 
-    def __init__(self, root: str, download: bool = False, resolution: int = 32, batch_size: int = 128,
+    def __init__(self, root: str, download: bool = True, resolution: int = 32, batch_size: int = 128,
                  num_workers: int = 4, flip: bool = True):
         super().__init__(resolution, batch_size, num_workers, flip)
         self.root, self.download = root, download
 
     def dataset(self, split: str) -> Dataset:
         from torchvision import datasets, transforms
-        if not self.download and not (Path(self.root) / "cifar-10-batches-py").is_dir():
-            raise UserError(f"data.root={self.root} holds no CIFAR-10 (cifar-10-batches-py/); "
-                            f"set data.download=true or point data.root at it")
+        self.ensure_files()
         tf = transforms.Compose([transforms.ToTensor(), transforms.Normalize(0.5, 0.5)])
-        return datasets.CIFAR10(self.root, train=split == "train", transform=tf, download=self.download)
+        return datasets.CIFAR10(self.root, train=split == "train", transform=tf, download=False)
+
+    def ensure_files(self) -> None:
+        """The batches checked against torchvision's MD5s; else the archive fetched through ``downloads.ensure``
+        (temporary file, MD5-checked, renamed; a wrong one moved aside) and extracted."""
+        from torchvision.datasets import CIFAR10
+        from torchvision.datasets.utils import check_integrity, extract_archive
+
+        from ddim_bench.downloads import Remote, ensure
+        base = Path(self.root) / CIFAR10.base_folder
+        files = CIFAR10.train_list + CIFAR10.test_list + [[CIFAR10.meta["filename"], CIFAR10.meta["md5"]]]
+        if all(check_integrity(str(base / name), md5) for name, md5 in files):
+            return
+        archive = os.path.join(self.root, CIFAR10.filename)
+        line = (f"data.root={self.root} holds no CIFAR-10 ({CIFAR10.base_folder}/): fetch {CIFAR10.url} and "
+                f"extract it there, or point data.root at it")
+        remote = Remote(CIFAR10.filename, CIFAR10.url, "the CIFAR-10 archive", md5=(CIFAR10.tgz_md5,))
+        extract_archive(ensure(archive, remote, self.download, line), self.root)
 
     def describe(self) -> str:
         return f"cifar10|res={self.resolution}"

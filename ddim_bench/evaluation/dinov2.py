@@ -154,6 +154,20 @@ def load_dinov2(path: str, size: str) -> DinoV2ViT:
     return model
 
 
+def weights_problem(path: str, size: str) -> str | None:
+    """Why ``path`` is not the official ViT-``size``/14 state dict (None: it is): its names and shapes, read
+    lazily (DINOv2 publishes no checksum for its files)."""
+    import zipfile
+    try:
+        sd = torch.load(path, map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(path))
+    except Exception as e:  # noqa: BLE001 - any unreadable file is simply not the one
+        return f"it cannot be read ({type(e).__name__})"
+    with torch.device("meta"):
+        want = {k: tuple(v.shape) for k, v in DinoV2ViT(size).state_dict().items()}
+    got = {k: tuple(v.shape) for k, v in sd.items() if torch.is_tensor(v)} if isinstance(sd, dict) else {}
+    return None if got == want else f"its tensors are not those of the ViT-{size.upper()}/14 state dict"
+
+
 class FeatureExtractorDinoV2Local(FeatureExtractorBase):
     """torch-fidelity extractor over :class:`DinoV2ViT` loaded from ``feature_extractor_weights_path``."""
 

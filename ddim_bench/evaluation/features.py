@@ -11,6 +11,7 @@ Both take torch-fidelity's standard input: uint8 images [B, 3, H, W].
 """
 from __future__ import annotations
 
+import functools
 import os
 import pickle
 
@@ -21,6 +22,7 @@ from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY, register_featur
 from torch_fidelity.utils import create_feature_extractor
 from torch_fidelity.utils_torch import torch_atomic_save
 
+from ddim_bench.downloads import Remote, ensure
 from ddim_bench.errors import UserError
 from ddim_bench.evaluation import classifier as _classifier
 from ddim_bench.evaluation import dinov2 as _dinov2  # registers dinov2-vit-{s,b,l}-14-local
@@ -39,25 +41,37 @@ class MissingWeightsError(UserError):
     """The configured feature-extractor weights file does not exist."""
 
 
-def check_weights_file(extractor: str, what: str, filename: str, url: str, weights_path) -> str:
-    """Return ``weights_path`` if the file exists, else raise a one-line :class:`MissingWeightsError` saying
-    which file it must be, where to get it and where to put it."""
+INCEPTION_REMOTE = Remote(INCEPTION_WEIGHTS_FILE, URL_INCEPTION_V3, "torch-fidelity's InceptionV3 weights file",
+                          sha256_prefix=torch.hub.HASH_REGEX.search(INCEPTION_WEIGHTS_FILE).group(1))
+
+
+def dinov2_remote(size: str) -> Remote:
+    return Remote(_dinov2.weights_file(size), _dinov2.weights_url(size), "the DINOv2 weights file",
+                  loads=functools.partial(_dinov2.weights_problem, size=size))
+
+
+def check_weights_file(extractor: str, remote: Remote, weights_path, download: bool = False) -> str:
+    """Return ``weights_path`` once it holds the file (fetched when ``download`` and it is the known file by name),
+    else raise a one-line :class:`MissingWeightsError` saying which file it must be, where to get it and where to
+    put it.  A file with the known name is checked against ``remote``; another name is the user's own file."""
+    line = (f"metrics.extractor={extractor} needs {remote.what} {remote.name} (download: {remote.url}); "
+            f"put it at {weights_path} (metrics.weights_path)")
+    if weights_path and os.path.basename(str(weights_path)) == remote.name:
+        try:
+            return ensure(str(weights_path), remote, download, line)
+        except UserError as err:
+            raise MissingWeightsError(str(err)) from None
     if not weights_path or not os.path.isfile(str(weights_path)):
-        raise MissingWeightsError(
-            f"metrics.extractor={extractor} needs {what} {filename} (download: {url}); put it at {weights_path} "
-            f"(metrics.weights_path)")
+        raise MissingWeightsError(line)
     return str(weights_path)
 
 
-def check_inception_weights(weights_path) -> str:
-    return check_weights_file(INCEPTION, "torch-fidelity's InceptionV3 weights file", INCEPTION_WEIGHTS_FILE,
-                              URL_INCEPTION_V3, weights_path)
+def check_inception_weights(weights_path, download: bool = False) -> str:
+    return check_weights_file(INCEPTION, INCEPTION_REMOTE, weights_path, download)
 
 
-def check_dinov2_weights(name: str, weights_path) -> str:
-    size = _dinov2.NAMES[name]
-    return check_weights_file(name.removesuffix("-local"), "the DINOv2 weights file", _dinov2.weights_file(size),
-                              _dinov2.weights_url(size), weights_path)
+def check_dinov2_weights(name: str, weights_path, download: bool = False) -> str:
+    return check_weights_file(name.removesuffix("-local"), dinov2_remote(_dinov2.NAMES[name]), weights_path, download)
 
 
 # --------------------------------------------------------------------------------------------------------------

@@ -33,18 +33,19 @@ __all__ = ["Scorer", "MissingWeightsError", "check_extractor", "concat_features"
 REFERENCE_COMPUTATIONS = 0
 
 
-def check_extractor(metrics_cfg) -> str:
+def check_extractor(metrics_cfg, download: bool = False) -> str:
     """Fail early (one-line UserError) when the configured extractor cannot be built; returns its name.
 
-    Cheap: checks the inception weights file exists or the classifier settings are valid; loads nothing.
+    Checks the weights file (fetching a missing or wrong one when ``download``) or the classifier settings;
+    builds no extractor.
     """
     name = extractor_name(metrics_cfg)
     if name == INCEPTION:
-        check_inception_weights(metrics_cfg.get("weights_path"))
+        check_inception_weights(metrics_cfg.get("weights_path"), download)
     elif name in DINOV2_NAMES:
         if metrics_cfg.get("isc", True):
             FEATURE_EXTRACTORS_REGISTRY[name].get_default_feature_layer_for_metric("isc")  # the one-line UserError
-        check_dinov2_weights(name, metrics_cfg.get("weights_path"))
+        check_dinov2_weights(name, metrics_cfg.get("weights_path"), download)
     else:
         digits_settings(**classifier_settings(metrics_cfg))
     return name

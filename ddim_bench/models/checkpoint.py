@@ -11,9 +11,14 @@ from dataclasses import dataclass, field
 
 import torch
 
+from ddim_bench.downloads import Remote, ensure
 from ddim_bench.errors import UserError
 
-OFFICIAL_CIFAR10_MD5 = "1fa350b952534ae442b1d5235cce5cd3"  # ema_diffusion_cifar10_model/model-790000.ckpt
+# ema_diffusion_cifar10_model/model-790000.ckpt: URL and MD5 as the DDIM paper's code (functions/ckpt_util.py) has them
+OFFICIAL_CIFAR10_MD5 = "1fa350b952534ae442b1d5235cce5cd3"
+OFFICIAL_CIFAR10_URL = "https://heibox.uni-heidelberg.de/f/2e4f01e2d9ee49bab1d5/?dl=1"
+OFFICIAL_CIFAR10 = Remote("model-790000.ckpt", OFFICIAL_CIFAR10_URL, "the official DDPM CIFAR-10 EMA checkpoint",
+                          md5=(OFFICIAL_CIFAR10_MD5,))
 OFFICIAL_CIFAR10_MODEL = dict(in_channels=3, out_ch=3, ch=128, ch_mult=[1, 2, 2, 2], num_res_blocks=2,
                               attn_resolutions=[16], dropout=0.1, resolution=32, resamp_with_conv=True)
 OFFICIAL_SCHEDULE = dict(num_timesteps=1000, schedule="linear", beta_start=0.0001, beta_end=0.02)
@@ -69,6 +74,9 @@ def load(path: str, weights: str = "ema", cache_dir: str = ".cache", download: b
         loaded = _diffusers(folder, path, weights)
         loaded.info.update(repo=path.split("@")[0], revision=revision)
         return loaded
+    if path and os.path.basename(path) == OFFICIAL_CIFAR10.name:  # fetched when missing, MD5-checked
+        ensure(path, OFFICIAL_CIFAR10, download, f"checkpoint={path} is missing: it is {OFFICIAL_CIFAR10.what} "
+                                                 f"(download: {OFFICIAL_CIFAR10.url}); put it at {path}")
     if not path or not os.path.isfile(path):
         raise UserError(f"checkpoint={path} does not exist; train one with ddim-bench-train or pass its path "
                         f"(or a diffusers folder, or a Hub id such as google/ddpm-cifar10-32)")
