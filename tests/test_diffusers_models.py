@@ -172,7 +172,7 @@ def test_hub_id_without_network_or_cache_is_one_line(tmp_path, cli):
                f"paths.results_dir={tmp_path / 'res'}", f"hydra.run.dir={tmp_path / 'run'}",
                env={"HF_HUB_OFFLINE": "1"}, timeout=120, check=False)
     line = one_line(proc)
-    assert "checkpoint=google/ddpm-cifar10-32 is not in the cache" in line
+    assert "checkpoint=google/ddpm-cifar10-32 is no local path, and as a Hub model it is not in the cache" in line
     assert "hf download google/ddpm-cifar10-32" in line and "save_pretrained" in line
     assert not (tmp_path / "res").exists()
     with pytest.raises(UserError, match="download=false"):
@@ -223,3 +223,15 @@ def test_presets_compose_with_the_hub_models(compose, tmp_path, preset, repo, re
         assert cfg.data.root == str(tmp_path) and cfg.data._target_.endswith("ImageFolderDataModule")
         with pytest.raises(UserError, match=r"^data.root is not set; pass data.root=...$"):
             config.build_datamodule(compose("sweep", f"experiment={preset}").data)
+
+
+def test_the_fast_path_wraps_a_diffusers_model(tiny):
+    from ddim_bench.models import fast
+    loaded = checkpoint.load(str(tiny[0]))
+    x, t = torch.randn(4, 1, 8, 8), torch.tensor([1, 20, 60, 99])
+    plain = checkpoint.build_model(loaded)(x, t)
+    cl = fast.wrap(checkpoint.build_model(loaded), {"channels_last": True}, "cpu")
+    bf16 = fast.wrap(checkpoint.build_model(loaded), {"bf16": True}, "cpu")
+    assert (cl(x, t) - plain).abs().max() < 1e-5
+    out = bf16(x, t)
+    assert out.dtype == torch.float32 and 0 < (out - plain).abs().max() < 0.1 * plain.abs().max()

@@ -85,16 +85,19 @@ def fetch(repo: str, cache_dir: str, download: bool = True) -> tuple[str, str]:
         raise UserError(offline_message(repo, cache_dir, download)) from None
     except (HfHubHTTPError, OSError, ValueError) as err:
         first = str(err).strip().splitlines()[0][:160] if str(err).strip() else type(err).__name__
-        raise UserError(f"checkpoint={repo}: the Hugging Face Hub refused it ({first}); check the repo id and "
-                        f"revision (owner/name@revision), or pass a local diffusers folder") from None
+        raise UserError(f"checkpoint={repo} is no local path, and the Hugging Face Hub refused it as a repo id "
+                        f"({first}); check the path, or the repo id and revision (owner/name@revision)") from None
     return folder, os.path.basename(os.path.normpath(folder))
 
 
 def offline_message(repo: str, cache_dir: str, download: bool) -> str:
+    repo_id, _, revision = repo.partition("@")
     why = "download=false" if not download else "the Hugging Face Hub cannot be reached"
-    return (f"checkpoint={repo} is not in the cache ({hub_cache(cache_dir)}) and {why}: run once with internet "
-            f"and download=true, or fetch it with `hf download {repo.split('@')[0]} --cache-dir "
-            f"{hub_cache(cache_dir)}`, or pass a local folder saved with save_pretrained")
+    hub = hub_cache(cache_dir)
+    cmd = f"hf download {repo_id}" + (f" --revision {revision}" if revision else "") + f" --cache-dir {hub}"
+    return (f"checkpoint={repo} is no local path, and as a Hub model it is not in the cache ({hub}) "
+            f"and {why}: run once with internet and download=true, or fetch it with `{cmd}`, or pass a local "
+            f"folder saved with save_pretrained")
 
 
 def read_schedule(folder: str, ufolder: str, name: str) -> dict | None:
