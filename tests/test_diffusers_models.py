@@ -57,9 +57,20 @@ def test_pipeline_folder_loads_with_its_schedule_and_content_hash(tiny, tmp_path
     x, t = torch.randn(3, 1, 8, 8), torch.tensor([0, 50, 99])
     assert torch.equal(model(x, t), unet(x, t).sample)
     bare = tmp_path / "bare"
-    save_tiny(bare, pipeline=False)  # a bare UNet folder: no scheduler, the diffusion config decides
+    _, sched = save_tiny(bare, pipeline=False)  # a bare UNet folder: no scheduler, the diffusion config decides
     loaded = checkpoint.load(str(bare))
     assert loaded.schedule is None and loaded.info["sha256"] == sha256(bare / "diffusion_pytorch_model.safetensors")
+    sched.save_pretrained(str(bare))  # a flat repo: config.json and scheduler_config.json side by side
+    assert checkpoint.load(str(bare)).schedule["num_timesteps"] == T
+
+
+def test_reconstruction_runs_on_a_diffusers_folder(tiny, cache_dir, tmp_path, compose):
+    from ddim_bench.apps import reconstruct
+    cfg = compose("reconstruct", f"checkpoint={tiny[0]}", f"paths.results_dir={tmp_path}", "n_images=8",
+                  f"hydra.run.dir={tmp_path}/run", "steps=[5,20]", "logger.wandb.mode=disabled")
+    out = reconstruct.run(cfg)
+    assert [r["steps"] for r in out] == [5, 20] and all(r["mse"] > 0 for r in out)
+    assert {r["checkpoint_sha256"] for r in out} == {sha256(tiny[0] / "unet" / "diffusion_pytorch_model.safetensors")}
 
 
 def test_pickle_weights_load_only_through_weights_only(tmp_path):
@@ -113,12 +124,13 @@ def test_our_ddim_equals_diffusers_ddim_pipeline(tiny, clip):
     assert ours.abs().max() > 0.1  # not a trivially equal pair
 
 
-def test_diffusers_folder_is_swept_reported_and_logged(tiny, cache_dir, tmp_path, compose, cli):
+def test_diffusers_folder_is_swept_reported_and_logged(tiny, cache_dir, tmp_path, compose, cli, monkeypatch):
     folder = tiny[0]
-    cfg = compose("sweep", f"checkpoint={folder}", f"paths.results_dir={tmp_path}", "n_samples=24",
-                  f"hydra.run.dir={tmp_path}/run", "grid.steps=[3,5]", "grid.eta=[0.0]", "grid.hat=false",
-                  "grid.samplers=[ddim,dpmpp_2m]", "logger.wandb.mode=offline", "sweep_name=hub",
-                  "metrics.bootstrap.replicates=10")
+    overrides = [f"checkpoint={folder}", f"paths.results_dir={tmp_path}", "n_samples=24",
+                 f"hydra.run.dir={tmp_path}/run", "grid.steps=[3,5]", "grid.eta=[0.0]", "grid.hat=false",
+                 "grid.samplers=[ddim,dpmpp_2m]", "logger.wandb.mode=offline", "sweep_name=hub",
+                 "metrics.bootstrap.replicates=10"]
+    cfg = compose("sweep", *overrides)
     done = sweep.run_sweep(cfg)
     weights_sha = sha256(folder / "unet" / "diffusion_pytorch_model.safetensors")
     assert len(done) == 4 and {(r["sampler"], r["steps"]) for r in done} == {
@@ -127,6 +139,11 @@ def test_diffusers_folder_is_swept_reported_and_logged(tiny, cache_dir, tmp_path
         assert r["checkpoint_sha256"] == weights_sha and r["checkpoint"]["kind"] == "diffusers"
         assert r["schedule"]["num_timesteps"] == T and r["nfe"] == r["nfe_predicted"] and r["fid"] > 0
     assert sweep.run_sweep(cfg) == [], "records are keyed by content: a rerun computes nothing"
+    commit = hub_cache_with(folder, cache_dir, repo="tiny/swept")  # the same weights as a Hub model, offline
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    via_hub = compose("sweep", *[o for o in overrides if not o.startswith("checkpoint=")], "checkpoint=tiny/swept")
+    assert sweep.prepare(via_hub, False)["loaded"].info["revision"] == commit
+    assert sweep.run_sweep(via_hub) == [], "the same weights from the Hub are the same records"
     cli("ddim-bench-report", f"results_dir={tmp_path}", "sweep_name=hub", "logger.wandb.mode=offline",
         f"hydra.run.dir={tmp_path / 'report-run'}")
     runs = [read_run(p) for p in find_runs(str(tmp_path))]
@@ -135,7 +152,7 @@ def test_diffusers_folder_is_swept_reported_and_logged(tiny, cache_dir, tmp_path
     assert set(evals) == set(recs) and len(recs) == 4
     for key, run in evals.items():
         assert run["summary"]["fid"] == pytest.approx(recs[key]["fid"], rel=1e-12)
-        assert run["config"]["checkpoint_sha256"] == weights_sha
+        assert run["config"]["checkpoint_sha256"] == weights_sha and run["config"]["checkpoint"]["kind"] == "diffusers"
     report = next(r for r in runs if r["job_type"] == "report")
     assert len(report["tables"]["records"]["data"]) == 4
     assert (tmp_path / "report" / "cells.csv").is_file()
