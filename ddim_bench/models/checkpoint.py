@@ -55,11 +55,11 @@ def _official_keys() -> set[str]:
         return set(UNet(**OFFICIAL_CIFAR10_MODEL).state_dict())
 
 
-def load(path: str, weights: str = "ema", cache_dir: str = ".cache", download: bool = True) -> Loaded:
+def load(path: str, weights: str = "ema", cache_dir: str = ".cache", download: bool = False) -> Loaded:
     """Read ``path``; ``weights`` is ``ema`` or ``raw`` (ours only: the official file holds EMA weights).
 
-    ``path`` may also be a diffusers folder or a Hub repo id ``owner/name[@revision]`` (fetched into
-    ``cache_dir`` unless ``download`` is off)."""
+    ``path`` may also be a diffusers folder or a Hub repo id ``owner/name[@revision]`` (from ``cache_dir``;
+    fetched into it when ``download``, which the apps' ``download`` setting turns on by default)."""
     from ddim_bench.models import diffusers_model as dm
     if weights not in ("ema", "raw"):
         raise UserError(f"weights={weights} must be ema or raw")
