@@ -9,7 +9,7 @@ from torch import nn
 from ddim_bench.sampling import ddim as D
 from ddim_bench.sampling.cost import CallCounter, flops_per_call
 from ddim_bench.sampling.noise import SampleNoise
-from ddim_bench.sampling.samplers import SAMPLERS, run_sampler
+from ddim_bench.sampling.samplers import SAMPLERS, effective_config, run_sampler
 
 T = 1000
 ALPHAS = D.alphas_cumprod(T, "linear")
@@ -157,7 +157,9 @@ def test_diffusers_ddim_reads_the_wrong_alpha_off_the_leading_grid(spacing, S, m
 # sampler -> (spacing that ends at τ = 0 or is the only one it has, lower bound on the fitted order)
 CONVERGENCE = {
     "ddim": ("quad", 0.9), "ddim_diffusers": ("uniform", 0.9), "euler": ("quad", 0.9),
-    "heun": ("quad", 1.8), "dpmpp_2m": ("quad", 1.8), "unipc": ("quad", 2.3), "dpmpp_3m": ("quad", 2.5),
+    # dpmpp_3m: its last two steps are of order 2 and 1 at every S (step_orders), and quad's final λ-steps
+    # (τ = 2 → 1 → 0) do not shrink with S, so its fitted order flattens at large S (2.3 measured, 2.6 before).
+    "heun": ("quad", 1.8), "dpmpp_2m": ("quad", 1.8), "unipc": ("quad", 2.3), "dpmpp_3m": ("quad", 2.2),
     "pndm": ("uniform", 1.1), "plms": ("uniform", 1.0), "deis": ("trailing", 1.1),
 }
 
@@ -207,6 +209,79 @@ def test_euler_is_our_ddim_at_eta_zero(spacing):
     model, x = GaussianEps(ALPHAS), _x_T(4)
     ours = run_sampler("ddim", model, x, ALPHAS, 12, spacing=spacing)
     assert _rel(run_sampler("euler", model, x, ALPHAS, 12, spacing=spacing), ours) < 1e-6
+
+
+# ---- the final steps: one rule at every S ---------------------------------------------------------
+
+def _orders_at(name, S, spacing="trailing"):
+    """Run sampler ``name`` and read the order of each step off the diffusers update it called."""
+    import diffusers as df
+    calls = []
+    spies = {df.DPMSolverMultistepScheduler: ("dpm_solver_first_order_update",
+                                              "multistep_dpm_solver_second_order_update",
+                                              "multistep_dpm_solver_third_order_update"),
+             df.DEISMultistepScheduler: ("deis_first_order_update", "multistep_deis_second_order_update",
+                                         "multistep_deis_third_order_update")}
+    mp = pytest.MonkeyPatch()
+    for cls, methods in spies.items():
+        for order, m in enumerate(methods, 1):
+            real = getattr(cls, m)
+            mp.setattr(cls, m, lambda self, *a, _r=real, _o=order, **k: calls.append(_o) or _r(self, *a, **k))
+    real_p = df.UniPCMultistepScheduler.multistep_uni_p_bh_update
+    mp.setattr(df.UniPCMultistepScheduler, "multistep_uni_p_bh_update",
+               lambda self, *a, **k: calls.append(k["order"]) or real_p(self, *a, **k))
+    try:
+        out = run_sampler(name, GaussianEps(ALPHAS), _x_T(2), ALPHAS, S, spacing=spacing)
+    finally:
+        mp.undo()
+    return calls, out
+
+
+# The documented orders: warm-up from 1, then the solver's order, then down to 1 over the last steps, at every S.
+DOCUMENTED_ORDERS = {
+    ("dpmpp_2m", 10): [1] + [2] * 8 + [1], ("dpmpp_2m", 20): [1] + [2] * 18 + [1],
+    ("dpmpp_3m", 10): [1, 2] + [3] * 6 + [2, 1], ("dpmpp_3m", 20): [1, 2] + [3] * 16 + [2, 1],
+    ("unipc", 10): [1] + [2] * 8 + [1], ("unipc", 20): [1] + [2] * 18 + [1],
+    ("deis", 10): [1] + [2] * 8 + [1], ("deis", 20): [1] + [2] * 18 + [1],
+}
+
+
+@pytest.mark.parametrize("name,S", list(DOCUMENTED_ORDERS))
+def test_each_step_runs_at_the_documented_order_at_10_and_20_steps(name, S):
+    measured, _ = _orders_at(name, S)
+    assert measured == DOCUMENTED_ORDERS[name, S]
+    assert effective_config(name, ALPHAS, S, "trailing")["orders"] == measured  # what the record says
+
+
+def test_diffusers_own_rule_switches_at_15_steps_and_ours_does_not():
+    """diffusers lowers DPM-Solver++(3M)'s second-to-last step only below 15 steps: run as configured without the
+    per-step cap, step 19 of 20 is third order; below 15 steps ours equals diffusers' own run bit for bit."""
+    from ddim_bench.sampling import diffusers_adapters as A
+    x = _x_T(2)
+    for S, own_second_to_last in ((10, 2), (20, 3)):
+        setup = A.SETUPS["dpmpp_3m"](ALPHAS, S, "uniform")
+        orders = []
+        real = type(setup.scheduler).multistep_dpm_solver_third_order_update
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(type(setup.scheduler), "multistep_dpm_solver_third_order_update",
+                       lambda self, *a, **k: orders.append(self.step_index) or real(self, *a, **k))
+            theirs = A._run(setup.scheduler, GaussianEps(ALPHAS), x)
+        assert (S - 2 in orders) == (own_second_to_last == 3)
+        ours = run_sampler("dpmpp_3m", GaussianEps(ALPHAS), x, ALPHAS, S, spacing="uniform")
+        assert torch.equal(ours, theirs) == (S < 15)
+
+
+def test_effective_config_names_every_switch():
+    cfg = effective_config("dpmpp_3m", ALPHAS, 20, "uniform")
+    assert cfg["class"] == "DPMSolverMultistepScheduler" and cfg["solver_order"] == 3
+    assert cfg["lower_order_final"] is True and cfg["euler_at_final"] is False
+    assert cfg["final_sigmas_type"] == "zero" and cfg["final_sigma"] == 0.0 and cfg["spacing"] == "uniform"
+    assert cfg["timesteps"] == list(range(950, -1, -50)) and "trained_betas" not in cfg
+    heun = effective_config("heun", ALPHAS, 5, "uniform")
+    assert len(heun["timesteps"]) == SAMPLERS["heun"].nfe(5) and heun["timesteps"][-2:] == [0, 0]
+    deis = effective_config("deis", ALPHAS, 10, "trailing")
+    assert deis["final_sigma"] == pytest.approx(math.sqrt((1 - ALPHAS[0].item()) / ALPHAS[0].item()), rel=1e-3)  # float32 σ
+    assert effective_config("ddim", ALPHAS, 4, "uniform")["timesteps"] == [750, 500, 250, 0]
 
 
 # ---- the stochastic sampler ------------------------------------------------------------------------

@@ -64,7 +64,9 @@ def run_sweep(cfg: DictConfig) -> list[dict]:
     fields = dict(n_samples=cfg.n_samples, checkpoint_sha256=loaded.info["sha256"], weights=loaded.info["weights"],
                   schedule=p["schedule"], extractor=scorer.extractor_id, reference=p["ref_key"],
                   keep_images=cfg.keep_images, fast=config.plain(cfg.sampler.fast), noise_version=noise_version())
-    jobs = [(seed, c, rec.cell_key(rec.key_fields(c, seed, **fields))) for c in cells for seed in cfg.seeds]
+    schedulers = {c: scheduler_config(c, alphas) for c in cells}
+    jobs = [(seed, c, rec.cell_key(rec.key_fields(c, seed, **fields, scheduler=keyed(c, schedulers))))
+            for c in cells for seed in cfg.seeds]
     ref_file = f"reference/{rec.cell_key({'reference': p['ref_key'], 'extractor': scorer.extractor_id})}.pt"
     pending = dist.broadcast([j for j in jobs if not results.has(j[2])] if dist.main else None)
     departures = protocol.departures(protocol_setting(cfg, loaded.info, p["dm"].name, scorer.name))
@@ -96,7 +98,8 @@ def run_sweep(cfg: DictConfig) -> list[dict]:
             claim and claim.release()  # a failed cell is not left claimed
             raise
         if dist.main:
-            record = {**rec.key_fields(cell, seed, **fields), **out.fields, "key": key, "sweep": cfg.sweep_name,
+            record = {**rec.key_fields(cell, seed, **fields, scheduler=keyed(cell, schedulers)), **out.fields,
+                      "scheduler": schedulers[cell], "key": key, "sweep": cfg.sweep_name,
                       "sampler": cell.sampler, "checkpoint": loaded.info, "reference_split": cfg.reference.split,
                       "reference_n": p["ref_n"], "protocol": departures,
                       "reference_file": ref_file if cfg.metrics.keep_features else None,
@@ -114,6 +117,17 @@ def run_sweep(cfg: DictConfig) -> list[dict]:
                 say(cell_line(cell, [results.record(k) for s, c, k in jobs if c == cell]))
         dist.barrier()
     return done
+
+
+def scheduler_config(cell: Cell, alphas) -> dict:
+    """The sampler's effective configuration for this cell (``samplers.effective_config``), kept in its record."""
+    from ddim_bench.sampling.samplers import effective_config
+    return effective_config(cell.sampler, alphas, cell.steps, cell.skip, clip_x0=cell.clip_x0)
+
+
+def keyed(cell: Cell, schedulers: dict) -> dict | None:
+    """A diffusers scheduler's configuration is part of the record's key; ours (``ddim``) is fixed by the cell."""
+    return None if cell.sampler == "ddim" else schedulers[cell]
 
 
 def protocol_setting(cfg, info: dict, dataset: str, extractor: str) -> dict:

@@ -24,10 +24,16 @@ def cell_key(fields: dict) -> str:
 
 
 def key_fields(cell: Cell, seed: int, *, n_samples: int, checkpoint_sha256: str, weights: str, schedule: dict,
-               extractor: str, reference: str, keep_images: int, fast: dict, noise_version: int) -> dict:
+               extractor: str, reference: str, keep_images: int, fast: dict, noise_version: int,
+               scheduler: dict | None = None) -> dict:
     """Everything that determines a (cell, seed) record's numbers — and nothing that does not (batch size,
-    device count, bootstrap settings: intervals are recomputed from the stored features when those change)."""
-    return {**cell.fields(), "seed": int(seed), "n_samples": int(n_samples), "checkpoint_sha256": checkpoint_sha256,
+    device count, bootstrap settings: intervals are recomputed from the stored features when those change).
+
+    ``scheduler``: a diffusers sampler's effective configuration (``samplers.effective_config``: its class, full
+    config, visited timesteps, per-step orders, diffusers' version), so that any switch inside diffusers gives
+    another key.  Our DDIM is determined by the cell itself and has none in its key."""
+    extra = {} if scheduler is None else {"scheduler": scheduler}
+    return {**cell.fields(), **extra, "seed": int(seed), "n_samples": int(n_samples), "checkpoint_sha256": checkpoint_sha256,
             "weights": weights, "schedule": schedule, "extractor": extractor, "reference": reference,
             "keep_images": int(keep_images), "fast": fast, "noise_version": noise_version,
             "record_version": RECORD_VERSION}

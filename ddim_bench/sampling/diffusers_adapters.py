@@ -21,6 +21,8 @@ diffusers is imported inside each adapter: reading the registry does not pay for
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
+from functools import partial
 
 import torch
 
@@ -61,15 +63,31 @@ def _int_t(t) -> int:
     return int(round(v))
 
 
+def step_orders(n: int, order: int) -> list[int]:
+    """The order of each of the n steps of a multistep solver of ``order``: min(order, i + 1, n − i).
+
+    The first steps warm up (step i has only i earlier model outputs), and the last ones come down the same way, at
+    every n.  diffusers lowers the final steps only below 15 steps (``lower_order_final`` in DPMSolverMultistep
+    and DEISMultistep), so DPM-Solver++(3M) and DEIS would change method between S = 10 and S = 20; with this rule
+    their final steps are the same at every S (and equal diffusers' own below 15 steps; UniPC's at every S).
+    """
+    return [min(order, i + 1, n - i) for i in range(n)]
+
+
 @torch.no_grad()
-def _run(scheduler, model, x_T: torch.Tensor, x_scale: float = 1.0, step_kwargs=None) -> torch.Tensor:
+def _run(scheduler, model, x_T: torch.Tensor, x_scale: float = 1.0, step_kwargs=None, orders=None) -> torch.Tensor:
     """The diffusers sampling loop for an ε-model called at integer t; ``x_scale`` maps our x_T in.
-    ``step_kwargs(t)`` gives extra arguments for ``scheduler.step`` at timestep t (noise, generator)."""
+    ``step_kwargs(t)`` gives extra arguments for ``scheduler.step`` at timestep t (noise, generator).
+    ``orders[i]`` caps the order of step i of a multistep scheduler through its warm-up counter
+    (``lower_order_nums``: a step uses at most that many earlier outputs), which is how :func:`step_orders`
+    is applied."""
     x = x_T * x_scale
     t_batch = torch.empty(x_T.shape[0], dtype=torch.long, device=x_T.device)
-    for t in scheduler.timesteps:
+    for i, t in enumerate(scheduler.timesteps):
         t_int = _int_t(t)
         eps = model(scheduler.scale_model_input(x, t), t_batch.fill_(t_int))
+        if orders is not None:
+            scheduler.lower_order_nums = min(scheduler.lower_order_nums, orders[i] - 1)
         x = scheduler.step(eps, t, x, **(step_kwargs(t_int) if step_kwargs else {})).prev_sample
     return x
 
@@ -98,7 +116,27 @@ def _sigma_scale(alphas_cumprod, first_t: int) -> float:
     return 1.0 / math.sqrt(float(alphas_cumprod[first_t]))
 
 
+@dataclass
+class Setup:
+    """A scheduler configured for one run: what ``_run`` needs, and what :func:`effective_config` records."""
+    scheduler: object
+    spacing: str
+    custom_grid: bool  # True: our τ were put on the scheduler (its ``timestep_spacing`` is unused)
+    x_scale: float = 1.0
+    orders: list[int] | None = None  # per-step orders of a multistep scheduler (``step_orders``)
+
+
 # ---- VP-space schedulers -------------------------------------------------------------------------
+
+def _ddim_setup(alphas_cumprod, steps, spacing="uniform", clip_x0=False) -> Setup:
+    from diffusers import DDIMScheduler
+
+    sched = DDIMScheduler(**_config(alphas_cumprod, clip_sample=clip_x0, set_alpha_to_one=True,
+                                    timestep_spacing=DIFFUSERS_SPACING[spacing]))
+    sched.set_timesteps(steps)
+    _check_grid(sched.timesteps, _grid(alphas_cumprod, steps, spacing), "ddim_diffusers")
+    return Setup(sched, spacing, custom_grid=False)
+
 
 def ddim_diffusers(model, x_T, alphas_cumprod, steps, generator, *, spacing="uniform", eta=0.0, clip_x0=False):
     """diffusers' DDIMScheduler; α at "t = −1" is 1 (``set_alpha_to_one``), as in ours.
@@ -106,12 +144,7 @@ def ddim_diffusers(model, x_T, alphas_cumprod, steps, generator, *, spacing="uni
     Its ``step`` takes the previous timestep as t − T // S, which is right only for "uniform" ("leading");
     on "linspace"/"trailing" grids it reads the wrong ᾱ (diffusers issues #12633, #11347).
     """
-    from diffusers import DDIMScheduler
-
-    sched = DDIMScheduler(**_config(alphas_cumprod, clip_sample=clip_x0, set_alpha_to_one=True,
-                                    timestep_spacing=DIFFUSERS_SPACING[spacing]))
-    sched.set_timesteps(steps)
-    _check_grid(sched.timesteps, _grid(alphas_cumprod, steps, spacing), "ddim_diffusers")
+    sched = _ddim_setup(alphas_cumprod, steps, spacing, clip_x0).scheduler
     if eta == 0:
         return _run(sched, model, x_T)
     if isinstance(generator, SampleNoise):  # the z ours draws: counter t at timestep t
@@ -121,86 +154,113 @@ def ddim_diffusers(model, x_T, alphas_cumprod, steps, generator, *, spacing="uni
     return _run(sched, model, x_T, step_kwargs=lambda t: {"eta": eta, "generator": gen})
 
 
-def _pndm(model, x_T, alphas_cumprod, steps, *, skip_prk_steps: bool):
+def _pndm_setup(alphas_cumprod, steps, spacing="uniform", *, skip_prk_steps: bool) -> Setup:
     from diffusers import PNDMScheduler
 
     sched = PNDMScheduler(**_config(alphas_cumprod, skip_prk_steps=skip_prk_steps, set_alpha_to_one=True,
                                     timestep_spacing="leading"))
     sched.set_timesteps(steps)
     _check_grid(sched._timesteps, _grid(alphas_cumprod, steps, "uniform"), "pndm")
-    return _run(sched, model, x_T)
+    return Setup(sched, "uniform", custom_grid=False)
 
 
 def pndm(model, x_T, alphas_cumprod, steps, generator, *, spacing="uniform"):
     """F-PNDM (Liu et al. 2022): 3 Runge-Kutta warm-up steps (4 calls each), then 4th-order linear multistep."""
-    return _pndm(model, x_T, alphas_cumprod, steps, skip_prk_steps=False)
+    return _run(_pndm_setup(alphas_cumprod, steps, skip_prk_steps=False).scheduler, model, x_T)
 
 
 def plms(model, x_T, alphas_cumprod, steps, generator, *, spacing="uniform"):
     """PLMS as in latent diffusion: PNDM with the Runge-Kutta warm-up replaced by one 2nd-order step."""
-    return _pndm(model, x_T, alphas_cumprod, steps, skip_prk_steps=True)
+    return _run(_pndm_setup(alphas_cumprod, steps, skip_prk_steps=True).scheduler, model, x_T)
 
 
-def _dpmpp(model, x_T, alphas_cumprod, steps, spacing, order):
+def _dpmpp_setup(alphas_cumprod, steps, spacing="trailing", *, order: int) -> Setup:
     from diffusers import DPMSolverMultistepScheduler
 
     sched = DPMSolverMultistepScheduler(**_config(alphas_cumprod, algorithm_type="dpmsolver++", solver_order=order,
                                                   final_sigmas_type="zero"))
-    sched.set_timesteps(timesteps=_grid(alphas_cumprod, steps, spacing)[::-1])
-    return _run(sched, model, x_T)
+    grid = _grid(alphas_cumprod, steps, spacing)
+    sched.set_timesteps(timesteps=grid[::-1])
+    return Setup(sched, spacing, custom_grid=True, orders=step_orders(len(grid), order))
 
 
 def dpmpp_2m(model, x_T, alphas_cumprod, steps, generator, *, spacing="trailing"):
-    """DPM-Solver++(2M) (Lu et al. 2022), data prediction, ending at σ = 0."""
-    return _dpmpp(model, x_T, alphas_cumprod, steps, spacing, order=2)
+    """DPM-Solver++(2M) (Lu et al. 2022), data prediction, ending at σ = 0; step orders ``step_orders``."""
+    return _run_setup(_dpmpp_setup(alphas_cumprod, steps, spacing, order=2), model, x_T)
 
 
 def dpmpp_3m(model, x_T, alphas_cumprod, steps, generator, *, spacing="trailing"):
-    """DPM-Solver++(3M)."""
-    return _dpmpp(model, x_T, alphas_cumprod, steps, spacing, order=3)
+    """DPM-Solver++(3M); the last two steps are of order 2 and 1 at every S (``step_orders``)."""
+    return _run_setup(_dpmpp_setup(alphas_cumprod, steps, spacing, order=3), model, x_T)
+
+
+def _unipc_setup(alphas_cumprod, steps, spacing="trailing") -> Setup:
+    from diffusers import UniPCMultistepScheduler
+
+    sched = UniPCMultistepScheduler(**_config(alphas_cumprod, solver_order=2, final_sigmas_type="zero"))
+    grid = _grid(alphas_cumprod, steps, spacing)
+    _set_grid(sched, alphas_cumprod, grid)
+    return Setup(sched, spacing, custom_grid=True, orders=step_orders(len(grid), 2))
 
 
 def unipc(model, x_T, alphas_cumprod, steps, generator, *, spacing="trailing"):
     """UniPC (Zhao et al. 2023): B(h) = bh2, order 2, data prediction, ending at σ = 0."""
-    from diffusers import UniPCMultistepScheduler
-
-    sched = UniPCMultistepScheduler(**_config(alphas_cumprod, solver_order=2, final_sigmas_type="zero"))
-    _set_grid(sched, alphas_cumprod, _grid(alphas_cumprod, steps, spacing))
-    return _run(sched, model, x_T)
+    return _run_setup(_unipc_setup(alphas_cumprod, steps, spacing), model, x_T)
 
 
-def deis(model, x_T, alphas_cumprod, steps, generator, *, spacing="trailing"):
-    """DEIS (Zhang & Chen 2023), log-ρ, order 2.  Ends at the noise level of t = 0 (ᾱ_0 < 1), not at σ = 0."""
+def _deis_setup(alphas_cumprod, steps, spacing="trailing") -> Setup:
     from diffusers import DEISMultistepScheduler
 
     sched = DEISMultistepScheduler(**_config(alphas_cumprod, solver_order=2,
                                              timestep_spacing=DIFFUSERS_SPACING[spacing]))
     sched.set_timesteps(steps)
     _check_grid(sched.timesteps, _grid(alphas_cumprod, steps, spacing), "deis")
-    return _run(sched, model, x_T)
+    return Setup(sched, spacing, custom_grid=False, orders=step_orders(len(sched.timesteps), 2))
+
+
+def deis(model, x_T, alphas_cumprod, steps, generator, *, spacing="trailing"):
+    """DEIS (Zhang & Chen 2023), log-ρ, order 2.  Ends at the noise level of t = 0 (ᾱ_0 < 1), not at σ = 0."""
+    return _run_setup(_deis_setup(alphas_cumprod, steps, spacing), model, x_T)
 
 
 # ---- σ-space (Karras) schedulers -----------------------------------------------------------------
 
-def euler(model, x_T, alphas_cumprod, steps, generator, *, spacing="trailing"):
-    """Euler on the probability-flow ODE in σ = √((1−ᾱ)/ᾱ) (Karras et al. 2022, Alg. 1 without churn).
-    On the same grid this is our DDIM at η = 0: DDIM is Euler's method for x/√ᾱ against σ."""
+def _euler_setup(alphas_cumprod, steps, spacing="trailing") -> Setup:
     from diffusers import EulerDiscreteScheduler
 
     grid = _grid(alphas_cumprod, steps, spacing)
     sched = EulerDiscreteScheduler(**_config(alphas_cumprod, final_sigmas_type="zero"))
     sched.set_timesteps(timesteps=grid[::-1])
-    return _run(sched, model, x_T, _sigma_scale(alphas_cumprod, grid[-1]))
+    return Setup(sched, spacing, custom_grid=True, x_scale=_sigma_scale(alphas_cumprod, grid[-1]))
 
 
-def heun(model, x_T, alphas_cumprod, steps, generator, *, spacing="trailing"):
-    """Heun's 2nd-order method in σ; the last step (to σ = 0) is an Euler step, hence 2S − 1 calls."""
+def euler(model, x_T, alphas_cumprod, steps, generator, *, spacing="trailing"):
+    """Euler on the probability-flow ODE in σ = √((1−ᾱ)/ᾱ) (Karras et al. 2022, Alg. 1 without churn).
+    On the same grid this is our DDIM at η = 0: DDIM is Euler's method for x/√ᾱ against σ."""
+    return _run_setup(_euler_setup(alphas_cumprod, steps, spacing), model, x_T)
+
+
+def _heun_setup(alphas_cumprod, steps, spacing="trailing") -> Setup:
     from diffusers import HeunDiscreteScheduler
 
     grid = _grid(alphas_cumprod, steps, spacing)
     sched = HeunDiscreteScheduler(**_config(alphas_cumprod))
     sched.set_timesteps(timesteps=grid[::-1])
-    return _run(sched, model, x_T, _sigma_scale(alphas_cumprod, grid[-1]))
+    return Setup(sched, spacing, custom_grid=True, x_scale=_sigma_scale(alphas_cumprod, grid[-1]))
+
+
+def heun(model, x_T, alphas_cumprod, steps, generator, *, spacing="trailing"):
+    """Heun's 2nd-order method in σ; the last step (to σ = 0) is an Euler step, hence 2S − 1 calls."""
+    return _run_setup(_heun_setup(alphas_cumprod, steps, spacing), model, x_T)
+
+
+def _euler_a_setup(alphas_cumprod, steps, spacing="trailing") -> Setup:
+    from diffusers import EulerAncestralDiscreteScheduler
+
+    grid = _grid(alphas_cumprod, steps, spacing)
+    sched = EulerAncestralDiscreteScheduler(**_config(alphas_cumprod))
+    _set_grid(sched, alphas_cumprod, grid)
+    return Setup(sched, spacing, custom_grid=True, x_scale=_sigma_scale(alphas_cumprod, grid[-1]))
 
 
 def euler_a(model, x_T, alphas_cumprod, steps, generator, *, spacing="trailing"):
@@ -208,12 +268,49 @@ def euler_a(model, x_T, alphas_cumprod, steps, generator, *, spacing="trailing")
     η = 1 (σ_up, σ_down give the same coefficients).  ``generator`` may be a list, one per row: diffusers'
     ``randn_tensor`` then draws row i from generator i alone, so a sample does not depend on batch size
     (a ``SampleNoise`` is turned into such a list, ``_row_generators``)."""
-    from diffusers import EulerAncestralDiscreteScheduler
-
     gen = _row_generators(generator, x_T)
     if isinstance(gen, list) and len(gen) != x_T.shape[0]:
         raise ValueError(f"generator list has {len(gen)} entries for a batch of {x_T.shape[0]}")
-    grid = _grid(alphas_cumprod, steps, spacing)
-    sched = EulerAncestralDiscreteScheduler(**_config(alphas_cumprod))
-    _set_grid(sched, alphas_cumprod, grid)
-    return _run(sched, model, x_T, _sigma_scale(alphas_cumprod, grid[-1]), step_kwargs=lambda t: {"generator": gen})
+    setup = _euler_a_setup(alphas_cumprod, steps, spacing)
+    return _run_setup(setup, model, x_T, step_kwargs=lambda t: {"generator": gen})
+
+
+def _run_setup(setup: Setup, model, x_T, step_kwargs=None) -> torch.Tensor:
+    return _run(setup.scheduler, model, x_T, setup.x_scale, step_kwargs, setup.orders)
+
+
+SETUPS = {"ddim_diffusers": _ddim_setup, "pndm": partial(_pndm_setup, skip_prk_steps=False),
+          "plms": partial(_pndm_setup, skip_prk_steps=True), "dpmpp_2m": partial(_dpmpp_setup, order=2),
+          "dpmpp_3m": partial(_dpmpp_setup, order=3), "unipc": _unipc_setup, "deis": _deis_setup,
+          "euler": _euler_setup, "heun": _heun_setup, "euler_a": _euler_a_setup}
+# Settings that do not describe the run: the schedule (given as trained_betas, keyed by the record's own schedule)
+# and diffusers' bookkeeping.
+_NOT_RUN_SETTINGS = ("trained_betas", "num_train_timesteps", "beta_start", "beta_end", "beta_schedule",
+                     "_use_default_values", "_class_name", "_diffusers_version")
+
+
+def _plain(v):
+    if isinstance(v, float) and not math.isfinite(v):
+        return str(v)  # JSON has no infinity (lambda_min_clipped = -inf)
+    return list(v) if isinstance(v, tuple) else v
+
+
+def effective_config(name: str, alphas_cumprod, steps: int, spacing: str, **options) -> dict:
+    """What sampler ``name`` runs at S = ``steps`` on ``spacing``: the scheduler's class and every setting of
+    its config (order, ``lower_order_final``, ``final_sigmas_type``, ``euler_at_final``, …), our spacing, the
+    timesteps at which the model is called, in order (one call each: NFE = their number), the per-step orders of
+    a multistep scheduler, the last σ it steps to, and diffusers' version.  Built by the same setup as the run."""
+    import diffusers
+
+    setup = SETUPS[name](alphas_cumprod, steps, spacing, **options)
+    sched = setup.scheduler
+    drop = _NOT_RUN_SETTINGS + (("timestep_spacing", "steps_offset") if setup.custom_grid else ())
+    out = {"class": type(sched).__name__, **{k: _plain(v) for k, v in sched.config.items() if k not in drop},
+           "spacing": setup.spacing, "timesteps": [_int_t(t) for t in sched.timesteps], "orders": setup.orders}
+    sigmas = getattr(sched, "sigmas", None)
+    if sigmas is not None:
+        out["final_sigma"] = float(sigmas[-1])
+    if setup.x_scale != 1.0:
+        out["x_T_scale"] = setup.x_scale
+    out["diffusers"] = diffusers.__version__
+    return out

@@ -110,6 +110,21 @@ def check_args(name: str, num_timesteps: int, steps, spacing: str | None = None,
     return spec
 
 
+def effective_config(name: str, alphas_cumprod: torch.Tensor, steps: int, spacing: str | None = None,
+                     clip_x0: bool = False) -> dict:
+    """What sampler ``name`` runs for S = ``steps`` (see ``diffusers_adapters.effective_config``): for a diffusers
+    scheduler its class and full config, the timesteps it calls the model at and its per-step orders; for ours
+    the τ it calls the model at (descending, a repeated τ once)."""
+    spec = get_spec(name)
+    spacing = spec.default_spacing if spacing is None else spacing
+    if name == "ddim":
+        taus = _ddim.timesteps(len(alphas_cumprod), steps, spacing)[::-1]
+        return {"class": "ddim (ours)", "spacing": spacing, "order": 1,
+                "timesteps": [int(t) for i, t in enumerate(taus) if i == 0 or t != taus[i - 1]]}
+    extra = {"clip_x0": clip_x0} if "clip_x0" in spec.options else {}
+    return {"order": spec.order, **_d.effective_config(name, alphas_cumprod, steps, spacing, **extra)}
+
+
 def run_sampler(name: str, model, x_T: torch.Tensor, alphas_cumprod: torch.Tensor, steps: int, *,
                 spacing: str | None = None, eta: float = 0.0, variance: str = "eta", clip_x0: bool = False,
                 generator=None) -> torch.Tensor:

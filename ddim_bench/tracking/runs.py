@@ -13,9 +13,10 @@ from ddim_bench.io import atomic_write
 from ddim_bench.sampling.cell import Cell
 from ddim_bench.tracking.tracker import Tracker
 
+# checkpoint: its kind, file or folder, Hub repo and revision; scheduler: the sampler's effective configuration
 CELL_CONFIG = ("sampler", "steps", "eta", "variance", "skip", "clip_x0", "n_samples", "seed", "extractor",
                "reference", "reference_split", "reference_n", "checkpoint_sha256", "checkpoint", "weights", "key",
-               "sweep", "world_size", "protocol")  # checkpoint: its kind, file or folder, Hub repo and revision
+               "sweep", "world_size", "protocol", "scheduler")
 CELL_SUMMARY = ("fid", "fid_lo", "fid_hi", "is_mean", "is_lo", "is_hi", "kid_mean", "kid_lo", "kid_hi", "precision",
                 "precision_lo", "precision_hi", "recall", "recall_lo", "recall_hi", "sec_per_image",
                 "images_per_sec", "nfe", "nfe_predicted", "flops_per_image", "peak_mem_mb", "seconds")
