@@ -66,6 +66,32 @@ class Grid:
     eta: List[float] = spec(factory=list, min=0)
     hat: bool = False
     skip: str = spec("uniform", choices=SKIPS)
+    ddim_at_nfe: bool = False  # also DDIM η = 0 at each other sampler's NFE, for the paired comparison
+
+
+CLAIM_METRICS = ("fid", "kid_mean", "is_mean", "precision", "recall")
+
+
+@dataclass
+class CellRef:
+    """One cell of a sweep, named in a claim; a setting left null matches any (it must then name one cell)."""
+    sampler: str = "ddim"
+    steps: int = spec(MISSING, min=1)
+    eta: float = spec(0.0, min=0)
+    variance: str = spec("eta", choices=VARIANCES)
+    skip: Optional[str] = spec(None, choices=SKIPS)
+    clip_x0: Optional[bool] = None
+
+
+@dataclass
+class Claim:
+    """A user's claim: ``metric`` of cell ``a`` is ``direction`` (lower / higher) than of cell ``b``; checked as the
+    paper's claims are (paired over seed blocks, Δ = metric(a) − metric(b), interval, verdict)."""
+    a: CellRef = field(default_factory=CellRef)
+    b: CellRef = field(default_factory=CellRef)
+    metric: str = spec("fid", choices=CLAIM_METRICS)
+    direction: str = spec(MISSING, choices=("lower", "higher"))
+    name: Optional[str] = None
 
 
 @dataclass
@@ -227,6 +253,7 @@ class App:
     eval: Any = None
     grid: Any = None
     download: bool = True        # fetch missing public files (Hub models, weights, CIFAR-10) into paths.cache_dir
+    claims: Any = None
 
 
 @dataclass
@@ -263,6 +290,7 @@ class SweepApp(CheckpointApp):
     reference: Reference = field(default_factory=Reference)
     eval: Eval = field(default_factory=Eval)
     grid: Grid = field(default_factory=Grid)
+    claims: List[Claim] = field(default_factory=list)
 
 
 @dataclass
@@ -287,3 +315,4 @@ class ReportApp(App):
     results_dir: str = MISSING
     paper: str = spec("auto", choices=("auto", "cifar10", "celeba", "none"))
     bootstrap: Bootstrap = field(default_factory=Bootstrap)
+    claims: List[Claim] = field(default_factory=list)

@@ -65,6 +65,13 @@ def check_ranges(node, cls: type, prefix: str) -> None:
         if dataclasses.is_dataclass(sub) and isinstance(value, DictConfig):
             check_ranges(value, sub, path + ".")
             continue
+        item = (typing.get_args(sub) or [None])[0]
+        if dataclasses.is_dataclass(item) and isinstance(value, ListConfig):  # a list of groups (claims)
+            for i, v in enumerate(value):
+                for missing in sorted(OmegaConf.missing_keys(v)):
+                    raise UserError(f"{missing} is not set; give it a value")
+                check_ranges(v, item, f"{path}[{i}].")
+            continue
         for v in (list(value) if isinstance(value, (ListConfig, list)) else [value]):
             check_value(path, v, f.metadata, value)
 

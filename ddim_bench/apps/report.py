@@ -18,7 +18,7 @@ from ddim_bench import cli, schema
 from ddim_bench.errors import UserError
 from ddim_bench.evaluation.record import CellRecord
 from ddim_bench.io import atomic_write
-from ddim_bench.reporting import aggregate, figures, table1
+from ddim_bench.reporting import aggregate, figures, samplers, table1
 
 
 def write_csv(path: str, columns: list[str], rows: list[list]) -> str:
@@ -36,12 +36,13 @@ def protocol_line(records: list[dict]) -> str:
     return line(found)
 
 
-def make_report(results_dir: str, paper_setting: str = "auto", bootstrap=None) -> dict:
+def make_report(results_dir: str, paper_setting: str = "auto", bootstrap=None, claims=None) -> dict:
     from ddim_bench.evaluation.store import ResultStore
     results = ResultStore(results_dir)
     records = [r for r in results.records() if "fid" in r]
     if not records:
         raise UserError(f"results_dir={results_dir} holds no finished cells; run ddim-bench-sweep first")
+    mine = user_claims_of(results_dir, records, claims)  # a claim naming no cell: one line, nothing written
     aggregate.add_consistency(records, results.samples)
     rows = aggregate.aggregate(records)
     out = os.path.join(results_dir, "report")
@@ -51,25 +52,31 @@ def make_report(results_dir: str, paper_setting: str = "auto", bootstrap=None) -
                                       [CellRecord.from_dict(r).row() for r in records])}
     cols = [c for c in rows[0] if c not in ("seeds", "keys")]
     paths["cells_csv"] = write_csv(os.path.join(out, "cells.csv"), cols, [[r.get(c) for c in cols] for r in rows])
-    md = table1.markdown(rows, records, table1.paper_dataset(rows, records, paper_setting), proto)
+    compare = comparison_inputs(records, results, bootstrap)
+    extra = samplers_report(records, rows, compare) if samplers.has_samplers(rows) else {}
+    md = extra.get("by_nfe_markdown") or table1.markdown(rows, records, table1.paper_dataset(
+        rows, records, paper_setting), proto)
     paths["table"] = os.path.join(out, "table1.md")
     atomic_write(paths["table"], md)
-    claims, claims_md = make_claims(records, results, bootstrap)
+    if extra:
+        paths["samplers"] = os.path.join(out, "samplers.md")
+        atomic_write(paths["samplers"], extra["markdown"])
+    claims, claims_md = make_claims(records, results, compare, mine)
     if claims_md:
         paths["claims"] = os.path.join(out, "claims.md")
         atomic_write(paths["claims"], claims_md)
-    paths.update(figures.curves(rows, out))
+    paths.update(figures.curves(rows, out, extra.get("front_nfe")))
     grid = figures.consistency_grid(rows, results.samples, os.path.join(out, "consistency_grid.png"))
     if grid:
         paths["consistency_grid"] = grid
     return {"records": records, "rows": rows, "paths": paths, "markdown": md, "claims": claims,
-            "claims_markdown": claims_md, "protocol": proto}
+            "claims_markdown": claims_md, "protocol": proto, "samplers": extra}
 
 
-def make_claims(records: list[dict], results, bootstrap) -> tuple[list[dict], str]:
-    """The paper's claims on this sweep, with paired-bootstrap intervals over the stored per-sample features."""
+def comparison_inputs(records: list[dict], results, bootstrap) -> dict:
+    """What every paired comparison reads: stored per-sample features by key, the reference features, the metric
+    layers and the bootstrap settings (``claims.options``)."""
     from ddim_bench.reporting import claims
-    from ddim_bench.reporting.reconstruction import reconstruction_records
     b = {"replicates": 200, "level": 0.95, "seed": 0, **(dict(bootstrap) if bootstrap else {})}
     ref = load_reference(results.root, records)
     layers = records[0].get("feature_layers") or {}
@@ -78,10 +85,49 @@ def make_claims(records: list[dict], results, bootstrap) -> tuple[list[dict], st
         f = results.load_file(key, ".features.pt")
         return None if f is None else {k: v.double() for k, v in f.items()}
 
-    rows = claims.evaluate_claims(records, features if ref is not None and layers else (lambda key: None), ref or {},
-                                  layers=layers, reconstruction=reconstruction_by_steps(reconstruction_records(
-                                      results.root)), kept=results.samples, replicates=int(b["replicates"]),
-                                  level=float(b["level"]), seed=int(b["seed"]))
+    usable = ref is not None and bool(layers)
+    return {"features": features if usable else (lambda key: None), "ref": ref or {}, "layers": layers,
+            "opts": claims.options(b["replicates"], b["level"], b["seed"])}
+
+
+def samplers_report(records: list[dict], rows: list[dict], c: dict) -> dict:
+    """The NFE-indexed table, each sampler against DDIM η = 0 at the same NFE, and the fronts by NFE and seconds."""
+    args = (c["features"], c["ref"], c["layers"], c["opts"])
+    vs, unmatched = samplers.vs_ddim(records, *args)
+    fronts = {cost: samplers.front_steps(records, rows, cost, *args) for cost in ("nfe", "sec_per_image")}
+    body = [samplers.vs_ddim_markdown(vs, unmatched)] + [samplers.front_markdown(f) for f in fronts.values() if f]
+    return {"by_nfe_markdown": samplers.by_nfe_markdown(rows), "vs_ddim": vs, "front_nfe": fronts["nfe"],
+            "front_seconds": fronts["sec_per_image"], "markdown": "\n".join(body)}
+
+
+def user_claims_of(root: str, records: list[dict], claims) -> tuple[list[dict], list]:
+    """The config's claims (each must name cells of these records: else a one-line error) and those the sweeps
+    kept in ``claims.json`` (one whose cells have no records yet is left out, with a line saying so)."""
+    from ddim_bench.reporting import user_claims
+    cells = list(aggregate.by_cell(records))
+    mine = user_claims.plain(claims)
+    pairs = user_claims.check(mine, cells)
+    for c in user_claims.stored(root):
+        if c in mine:
+            continue
+        try:
+            pairs += user_claims.check([c], cells)
+            mine.append(c)
+        except UserError as err:
+            print(f"claim left out (its cells have no records here): {err}", file=sys.stderr)
+    return mine, pairs
+
+
+def make_claims(records: list[dict], results, compare: dict, mine=([], [])) -> tuple[list[dict], str]:
+    """The paper's claims on this sweep and the user's, with paired-bootstrap intervals over the stored per-sample
+    features."""
+    from ddim_bench.reporting import claims, user_claims
+    from ddim_bench.reporting.reconstruction import reconstruction_records
+    o, c = compare["opts"], compare
+    rows = claims.evaluate_claims(records, c["features"], c["ref"], layers=c["layers"],
+                                  reconstruction=reconstruction_by_steps(reconstruction_records(results.root)),
+                                  kept=results.samples, replicates=o["replicates"], level=o["level"], seed=o["seed"])
+    rows += user_claims.evaluate(*mine, aggregate.by_cell(records), c["features"], c["ref"], c["layers"], o)
     return rows, claims.claims_markdown(rows)
 
 
@@ -110,13 +156,15 @@ def reconstruction_by_steps(recs: list[dict]) -> dict | None:
 @cli.app(schema.ReportApp)
 def _main(cfg: DictConfig) -> None:
     from ddim_bench.tracking.runs import log_report
-    rep = make_report(cfg.results_dir, cfg.paper, cfg.bootstrap)
+    rep = make_report(cfg.results_dir, cfg.paper, cfg.bootstrap, cfg.claims)
     extra = {}
     if os.path.isdir(os.path.join(cfg.results_dir, "reconstruction")):
         from ddim_bench.reporting.reconstruction import report_reconstruction
         extra = report_reconstruction(cfg.results_dir)
     log_report(cfg.logger, cfg.sweep_name, rep, cfg.results_dir, extra)
     print(rep["markdown"])
+    if rep["samplers"]:
+        print(rep["samplers"]["markdown"])
     if rep["claims_markdown"]:
         print(rep["claims_markdown"])
     print(f"protocol: {rep['protocol']}")

@@ -27,7 +27,11 @@ def prepare(cfg: DictConfig, multirun: bool) -> dict:
     """All checks and cheap loading, in the order that needs no GPU and writes nothing."""
     from ddim_bench.evaluation import metrics
     from ddim_bench.evaluation.store import ResultStore
+    from ddim_bench.reporting import user_claims
     cells = cells_from_config(cfg, multirun)
+    claims = user_claims.plain(cfg.claims)
+    if not multirun:  # a multirun job has one cell: its claims are checked by the report
+        user_claims.check(claims, cells, cfg.metrics)
     metrics.check_extractor(cfg.metrics, cfg.download)  # missing weights: stop before any sampling
     validation.check_accelerator("eval.accelerator", cfg.eval.accelerator)
     dm = config.build_datamodule(cfg.data)  # before a model is fetched
@@ -45,8 +49,8 @@ def prepare(cfg: DictConfig, multirun: bool) -> dict:
                         f"of data={dm.name}); use null for the whole split")
     results = ResultStore(cfg.paths.results_dir)
     results.check_writable()
-    return {"cells": cells, "loaded": loaded, "schedule": schedule, "shape": shape, "dm": dm, "ref": ref,
-            "ref_n": ref_n, "ref_key": f"{dm.key(cfg.reference.split)}|n={ref_n}", "results": results}
+    return {"cells": cells, "claims": claims, "loaded": loaded, "schedule": schedule, "shape": shape, "dm": dm,
+            "ref": ref, "ref_n": ref_n, "ref_key": f"{dm.key(cfg.reference.split)}|n={ref_n}", "results": results}
 
 
 def run_sweep(cfg: DictConfig) -> list[dict]:
@@ -54,6 +58,7 @@ def run_sweep(cfg: DictConfig) -> list[dict]:
     from ddim_bench.dist import Dist
     from ddim_bench.evaluation import metrics
     from ddim_bench.evaluation.cell_run import Context, evaluate
+    from ddim_bench.reporting import user_claims
     from ddim_bench.tracking import runs
     p = prepare(cfg, cli.is_multirun())
     loaded, results, cells = p["loaded"], p["results"], p["cells"]
@@ -75,6 +80,7 @@ def run_sweep(cfg: DictConfig) -> list[dict]:
             f"{len(jobs) - len(pending)} records already done; results in {results.root}")
         say(f"protocol: {protocol.protocol_line(departures)}")
         runs.catch_up(cfg.logger, results, [j[2] for j in jobs if j not in pending])
+        user_claims.store(results.root, p["claims"])
         if pending:
             scorer.reference_features = scorer.reference(torch.utils.data.Subset(p["ref"], range(p["ref_n"])),
                                                          p["ref_key"])

@@ -30,7 +30,7 @@ import torch
 from ddim_bench.evaluation.uncertainty import (Interval, combine_blocks, paired_difference, percentile_interval,
                                                resample_indices, verdict)
 
-__all__ = ["evaluate_claims", "claims_markdown"]
+__all__ = ["evaluate_claims", "claims_markdown", "paired_delta", "options"]
 
 
 def _getter(source) -> Callable:
@@ -72,21 +72,36 @@ class _Grid:
         return sorted(seed for rw, s, seed in self.cells if rw == row and s == steps)
 
 
-def _fid_delta(grid, cell_a, cell_b, features, ref, layers, opts) -> tuple[Interval, int] | None:
-    """Paired FID(a) − FID(b) over the seed blocks that have both cells' features, or None."""
+def paired_delta(recs_a: Mapping[int, dict], recs_b: Mapping[int, dict], metric: str, features, ref, layers,
+                 opts) -> tuple[Interval, int] | None:
+    """metric(a) − metric(b), paired on sample indices within each seed block, over the blocks where both cells
+    have features, combined (:func:`combine_blocks`); None when no block has both.  ``recs_a``/``recs_b``: seed →
+    record of each cell; ``opts``: :func:`options`."""
     blocks = []
-    for i, seed in enumerate(sorted(set(grid.seeds(*cell_a)) & set(grid.seeds(*cell_b)))):
-        fa = features(grid.cells[(*cell_a, seed)]["key"])
-        fb = features(grid.cells[(*cell_b, seed)]["key"])
+    for i, seed in enumerate(sorted(set(recs_a) & set(recs_b))):
+        fa, fb = features(recs_a[seed]["key"]), features(recs_b[seed]["key"])
         if fa is None or fb is None:
             continue
-        iv, draws = paired_difference(fa, fb, ref, "fid", layers=layers, replicates=opts["replicates"],
+        iv, draws = paired_difference(fa, fb, ref, metric, layers=layers, replicates=opts["replicates"],
                                       level=opts["level"], seed=opts["seed"] + i,
                                       device=opts["device"], centered=opts["centered"])
         blocks.append((iv.value, draws))
     if not blocks:
         return None
     return combine_blocks(blocks, opts["level"], opts["centered"]), len(blocks)
+
+
+def options(replicates: int = 200, level: float = 0.95, seed: int = 0, device="cpu", centered: bool = True) -> dict:
+    """The bootstrap settings every comparison uses."""
+    return {"replicates": int(replicates), "level": float(level), "seed": int(seed), "device": device,
+            "centered": bool(centered)}
+
+
+def _fid_delta(grid, cell_a, cell_b, features, ref, layers, opts) -> tuple[Interval, int] | None:
+    """Paired FID(a) − FID(b) of two (row, S) cells of ``grid``."""
+    def recs(cell):
+        return {seed: grid.cells[(*cell, seed)] for seed in grid.seeds(*cell)}
+    return paired_delta(recs(cell_a), recs(cell_b), "fid", features, ref, layers, opts)
 
 
 def _out(claim: str, comparison: str, iv: Interval, blocks: int, expect: str = "negative") -> dict:
@@ -192,8 +207,7 @@ def evaluate_claims(records: list[dict], features, ref: dict, *, layers: dict[st
     ``features``/``kept`` may be mappings.  With several skips in the records, FID and consistency claims are
     made per skip.
     """
-    opts = {"replicates": int(replicates), "level": float(level), "seed": int(seed), "device": device,
-            "centered": bool(centered)}
+    opts = options(replicates, level, seed, device, centered)
     features, kept = _getter(features), _getter(kept)
     skips = sorted({str(r["skip"]) for r in records})
     rows = []

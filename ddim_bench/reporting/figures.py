@@ -13,8 +13,9 @@ CURVES = (("fid_vs_steps", "steps", "steps S"), ("fid_vs_time", "sec_per_image",
           ("fid_vs_nfe", "nfe", "network calls (NFE)"))
 
 
-def curves(rows: list[dict], out: str) -> dict[str, str]:
-    """One line per row (η, σ̂, sampler); bars are ±sd over seed blocks, or the bootstrap interval of one block."""
+def curves(rows: list[dict], out: str, front: list[dict] | None = None) -> dict[str, str]:
+    """One line per row (η, σ̂, sampler); bars are ±sd over seed blocks, or the bootstrap interval of one block.
+    ``front``: the Pareto front of FID against NFE (``samplers.front_steps``), drawn as a step line on FID vs NFE."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -30,6 +31,9 @@ def curves(rows: list[dict], out: str) -> dict[str, str]:
             err = [[y - (s[0] if s else y) for y, s in zip(ys, (p[2] for p in pts))],
                    [(s[1] if s else y) - y for y, s in zip(ys, (p[2] for p in pts))]]
             ax.errorbar(xs, ys, yerr=err, marker="o", capsize=3, label=name)
+        if front and x == "nfe":
+            ax.step([p["nfe"] for p in front], [p["fid"] for p in front], where="post", color="black",
+                    linestyle="--", linewidth=1, label="best at ≤ k calls", zorder=0)
         ax.set_xscale("log"), ax.set_xlabel(xlabel), ax.set_ylabel("FID (lower is better)")
         ax.legend(fontsize=7), ax.grid(alpha=0.3)
         paths[fname] = os.path.join(out, f"{fname}.png")

@@ -95,4 +95,6 @@ def cells_from_config(cfg, multirun: bool = False) -> list[Cell]:
             spec = get_spec(name)
             skip = g.skip if g.skip in spec.spacings else spec.default_spacing
             cells += [Cell(S, 0.0, "eta", skip, False, name) for S in g.steps]
+            if g.get("ddim_at_nfe") and "ddim" in g.samplers:  # DDIM η = 0 at the calls this sampler makes
+                cells += [Cell(spec.nfe(S), 0.0, "eta", g.skip, s.clip_x0) for S in g.steps]
     return list(dict.fromkeys(cells))

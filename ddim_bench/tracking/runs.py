@@ -48,6 +48,12 @@ def catch_up(logger_cfg, results, keys: list[str]) -> int:
     return n
 
 
+def samplers_tables(samplers: dict) -> list[tuple[str, list[dict]]]:
+    """A sampler sweep's tables: each sampler against DDIM η = 0 at the same NFE, the fronts by NFE and seconds."""
+    return [("vs_ddim", samplers.get("vs_ddim")), ("best_at_nfe", samplers.get("front_nfe")),
+            ("best_at_seconds", samplers.get("front_seconds"))]
+
+
 def log_report(logger_cfg, sweep_name: str, report: dict, results_root: str, extra: dict | None = None) -> None:
     """The report run (job_type ``report``): every record and every aggregated cell as tables, the claims table,
     FID against S / seconds / NFE per row with the block sd and interval ends, and the report's figures."""
@@ -60,9 +66,10 @@ def log_report(logger_cfg, sweep_name: str, report: dict, results_root: str, ext
         tr.table("records", cols, [CellRecord.from_dict(r).row() for r in records])
         agg_cols = [c for c in rows[0] if c not in ("seeds", "keys")]
         tr.table("cells", agg_cols, [[r.get(c) for c in agg_cols] for r in rows])
-        if report.get("claims"):
-            ccols = list(report["claims"][0])
-            tr.table("claims", ccols, [[c.get(k) for k in ccols] for c in report["claims"]])
+        for name, table in [("claims", report.get("claims"))] + samplers_tables(report.get("samplers") or {}):
+            if table:
+                tcols = list(dict.fromkeys(k for row in table for k in row))
+                tr.table(name, tcols, [[row.get(k) for k in tcols] for row in table])
         if tr.run is not None:
             for x in ("S", "sec_per_image", "NFE"):
                 tr.run.define_metric(x)
