@@ -27,11 +27,13 @@ demo: $(VENV)/.installed
 	$(BIN)/ddim-bench-report sweep_name=demo results_dir=$(OUT)/results hydra.run.dir=$(OUT)/report
 	@echo "tables, claims and figures: $(OUT)/results/report/   W&B runs (offline): $(OUT)/results/runs/ and $(OUT)/train/wandb/"
 
-# DDIM against the samplers that followed it, on the demo's checkpoint (run `make demo` first): equal model calls,
-# the same seed blocks; FID vs NFE in $(OUT)/samplers/report/.
+# DDIM against the samplers that followed it, on the demo's checkpoint (run `make demo` first): FID by counted
+# network calls, each sampler against DDIM eta=0 at the same NFE (paired), the best cell at each budget, and one
+# claim of your own (SAMPLER_CLAIM); tables and FID vs NFE in $(OUT)/samplers/report/.
+SAMPLER_CLAIM ?= {a: {sampler: deis, steps: 10}, b: {sampler: ddim, steps: 10}, metric: fid, direction: lower}
 demo-samplers: $(VENV)/.installed
 	$(BIN)/ddim-bench-sweep experiment=digits grid=samplers sweep_name=samplers $(CKPT) 'seeds=[0,1,2]' \
-		paths.results_dir=$(OUT)/samplers hydra.run.dir=$(OUT)/samplers-run
+		'claims=[$(SAMPLER_CLAIM)]' paths.results_dir=$(OUT)/samplers hydra.run.dir=$(OUT)/samplers-run
 	$(BIN)/ddim-bench-report sweep_name=samplers results_dir=$(OUT)/samplers hydra.run.dir=$(OUT)/samplers-report
 
 test: $(VENV)/.installed

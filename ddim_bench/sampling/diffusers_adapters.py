@@ -16,6 +16,10 @@ x/√ᾱ, so x_T is multiplied by √(1 + σ_max²) = 1/√ᾱ at the first τ. 
 under "leading"; under "linspace"/"trailing" diffusers uses σ_max instead (relative error 1/(2σ_max²),
 about 2e-5 at t = 999 for linear β), so we use the exact factor.
 
+Final steps.  The multistep schedulers (DPM-Solver++, UniPC, DEIS) run step i of n at order min(p, i + 1, n − i)
+at every n (``step_orders``), where diffusers' own rule changes below 15 steps.  ``effective_config`` says what a
+run does (class, full config, visited timesteps, per-step orders); the sweep keeps it in each record and its key.
+
 diffusers is imported inside each adapter: reading the registry does not pay for importing it.
 """
 from __future__ import annotations

@@ -56,6 +56,7 @@ def samplers_tables(samplers: dict) -> list[tuple[str, list[dict]]]:
 
 def log_report(logger_cfg, sweep_name: str, report: dict, results_root: str, extra: dict | None = None) -> None:
     """The report run (job_type ``report``): every record and every aggregated cell as tables, the claims table,
+    a sampler sweep's comparisons with DDIM and its fronts (``samplers_tables``),
     FID against S / seconds / NFE per row with the block sd and interval ends, and the report's figures."""
     rows, records = report["rows"], report["records"]
     folder = os.path.join(results_root, "report", "run")
