@@ -39,6 +39,8 @@ def by_nfe_markdown(rows: list[dict]) -> str:
     """Rows: the counted NFE; columns: the samplers (η rows, σ̂); each cell FID mean ± sd over seed blocks, with S
     where it differs from the NFE (PNDM's S = 5 costs 14 calls, Heun's 9)."""
     rows = [r for r in rows if r.get("nfe") is not None]
+    if not rows:  # records from before NFE was counted: Table 1 by S stands instead
+        return ""
     cols = _columns(rows)
     titles = list(dict.fromkeys(cols.values()))
     by = {(cols[(r["row"], r["skip"])], nfe(r)): r for r in rows}
