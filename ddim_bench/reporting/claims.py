@@ -19,7 +19,8 @@ Claims (S_min / S_max: the smallest / largest S of the grid):
 For 3 and 4 the row reports the weakest of the comparisons (the largest upper bound).  Claim 5 resamples images
 (the same images at each S, so paired); claim 6 resamples images within each seed block and combines blocks.
 Only DDIM cells are used (``sampler`` absent or "ddim"), and η rows without x̂0 clipping.  A claim whose cells
-(or features, or images) are missing is left out.
+(or features, or images) are missing is left out.  The user's claims (:mod:`.user_claims`) and the samplers'
+comparisons (:mod:`.samplers`) use the same paired difference, :func:`paired_delta`.
 """
 from __future__ import annotations
 

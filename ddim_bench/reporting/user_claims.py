@@ -23,7 +23,10 @@ FAMILY = {"fid": "fid", "kid_mean": "kid", "is_mean": "isc", "precision": "prc",
 
 
 def plain(claims) -> list[dict]:
-    return [dict(c) for c in OmegaConf.to_container(claims, resolve=True)] if claims is not None else []
+    """The config's claims (a ListConfig, or a list of dicts) as plain dicts."""
+    if claims is None:
+        return []
+    return [dict(c) for c in (OmegaConf.to_container(claims, resolve=True) if OmegaConf.is_config(claims) else claims)]
 
 
 def _matches(cell: Cell, ref: dict) -> bool:
