@@ -34,8 +34,8 @@ def key_fields(cell: Cell, seed: int, *, n_samples: int, checkpoint_sha256: str,
     another key.  Our DDIM is determined by the cell itself and has none in its key."""
     extra = {} if scheduler is None else {"scheduler": scheduler}
     return {**cell.fields(), **extra, "seed": int(seed), "n_samples": int(n_samples),
-            "checkpoint_sha256": checkpoint_sha256, "weights": weights, "schedule": schedule, "extractor": extractor, "reference": reference,
-            "keep_images": int(keep_images), "fast": fast, "noise_version": noise_version,
+            "checkpoint_sha256": checkpoint_sha256, "weights": weights, "schedule": schedule, "extractor": extractor,
+            "reference": reference, "keep_images": int(keep_images), "fast": fast, "noise_version": noise_version,
             "record_version": RECORD_VERSION}
 
 

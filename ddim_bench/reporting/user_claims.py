@@ -42,7 +42,8 @@ def _shown(ref: dict) -> str:
 def _cells_line(cells: list[Cell]) -> str:
     rows: dict[str, list[int]] = {}
     for c in cells:
-        rows.setdefault(f"{c.sampler}" + (f" {c.row}" if c.sampler == "ddim" else "") + f" {c.skip}", []).append(c.steps)
+        name = f"{c.sampler} {c.row}" if c.sampler == "ddim" else c.sampler
+        rows.setdefault(f"{name} {c.skip}", []).append(c.steps)
     return "; ".join(f"{r} S={','.join(map(str, sorted(set(s))))}" for r, s in rows.items())
 
 
