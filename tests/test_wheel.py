@@ -2,6 +2,7 @@
 fresh folder, and every app's config is composed and validated there from another working directory, including a
 user's own config folder on Hydra's search path (a dataset group of their own)."""
 import json
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -43,7 +44,11 @@ print(json.dumps(out))
 def installed(tmp_path_factory):
     """(site folder, wheel path): the project's wheel built and installed with --no-deps into a new folder."""
     work = tmp_path_factory.mktemp("wheel")
-    build = [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(work), str(ROOT)]
+    # built from a copy: setuptools writes build/ and *.egg-info into the folder it builds
+    src = work / "src"
+    shutil.copytree(ROOT, src, ignore=shutil.ignore_patterns(".git", ".venv*", "outputs", "build", "*.egg-info",
+                                                             ".cache", "__pycache__", "wandb", ".whl"))
+    build = [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(work), str(src)]
     subprocess.run(build, check=True, capture_output=True, timeout=600)
     wheel = next(work.glob("ddim_bench-*.whl"))
     site = work / "site"
