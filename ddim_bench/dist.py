@@ -27,6 +27,22 @@ class Dist:
         torch.distributed.all_gather_object(out, obj)
         return out
 
+    def gather_to_main(self, obj) -> list | None:
+        """Every rank's ``obj`` on rank 0 (in rank order); None elsewhere (no rank but 0 holds the others')."""
+        if self.world == 1:
+            return [obj]
+        out = [None] * self.world if self.main else None
+        torch.distributed.gather_object(obj, out, dst=0)
+        return out
+
+    def sum_(self, t: torch.Tensor) -> torch.Tensor:
+        """Sum ``t`` over all ranks, in place (on the process group's device, as NCCL needs)."""
+        if self.world > 1:
+            on = t.to(self.device)
+            torch.distributed.all_reduce(on, op=torch.distributed.ReduceOp.SUM)
+            t.copy_(on)
+        return t
+
     def broadcast(self, obj):
         return self.fabric.broadcast(obj, src=0) if self.world > 1 else obj
 

@@ -87,7 +87,7 @@ def run_sweep(cfg: DictConfig) -> list[dict]:
             if cfg.metrics.keep_features:
                 save_reference(results.root, ref_file, scorer.reference_features)
     ctx = Context(dist, model, alphas, p["shape"], scorer, cfg.n_samples, cfg.keep_images, cfg.sampler.batch_size,
-                  cfg.metrics.bootstrap, flops_per_call(loaded, p["shape"]))
+                  cfg.metrics.bootstrap, flops_per_call(loaded, p["shape"]), cfg.metrics.keep_features)
     done = []
     for i, (seed, cell, key) in enumerate(pending, 1):
         claim = results.claim(key) if dist.main else None

@@ -1,5 +1,6 @@
-"""One (cell, seed block) evaluated: every rank samples its share, rank 0 gathers features in sample order and
-scores them — point values from torch-fidelity, percentile-bootstrap intervals from the same features."""
+"""One (cell, seed block) evaluated: every rank samples its share and sums FID's float64 moments, the sums are
+added over ranks, rank 0 gathers the per-sample features in sample order and scores — point values by
+torch-fidelity's formulas, percentile-bootstrap intervals from the same features."""
 from __future__ import annotations
 
 import time
@@ -8,6 +9,7 @@ from dataclasses import dataclass
 import torch
 
 from ddim_bench.dist import Dist, peak_memory_mb, reset_peak_memory
+from ddim_bench.evaluation.moments import Moments
 from ddim_bench.sampling.cell import Cell
 from ddim_bench.sampling.generate import generate, rank_indices
 
@@ -25,6 +27,8 @@ class Context:
     batch_size: int
     bootstrap: object            # schema.Bootstrap
     flops_per_call: float | None = None
+    keep_features: bool = True   # per-sample features stored beside each record
+    ref_moments: Moments | None = None  # the reference's FID moments, taken on first use
 
 
 @dataclass
@@ -36,13 +40,21 @@ class Outcome:
 
 
 def evaluate(ctx: Context, cell: Cell, seed: int, progress=None) -> Outcome | None:
-    """Sample, gather, score. Returns the outcome on rank 0 and None elsewhere."""
+    """Sample, score. Returns the outcome on rank 0 and None elsewhere.
+
+    FID's float64 moments are summed on every rank and over ranks (:mod:`moments`): the count scored is checked
+    to be exactly ``n_samples``.  Per-sample features go to rank 0 only where something needs them (IS, KID,
+    precision/recall, intervals, ``keep_features``)."""
     dist, scorer = ctx.dist, ctx.scorer
     reset_peak_memory(dist.device)
-    feats, kept = [], []
+    layer, keep = scorer.layers["fid"], needs_features(ctx)
+    moments, feats, kept = Moments.zeros(scorer.fid_dim, scorer.device), [], []
 
     def on_batch(images, idx):
-        feats.append((idx, scorer.features(images)))
+        f = scorer.features(images, dtype=None, device=scorer.device)
+        moments.add(f[layer])
+        if keep:
+            feats.append((idx, {k: v.cpu() for k, v in f.items()}))
         kept.extend((i, im) for i, im in zip(idx, images) if i < ctx.keep_images)
         if progress is not None:
             progress.update(len(idx) * dist.world)
@@ -50,19 +62,25 @@ def evaluate(ctx: Context, cell: Cell, seed: int, progress=None) -> Outcome | No
     t0 = time.perf_counter()
     timing = generate(ctx.model, ctx.alphas, cell, rank_indices(ctx.n_samples, dist.rank, dist.world), ctx.shape,
                       seed, ctx.batch_size, dist.device, on_batch)
-    parts = dist.gather((feats, kept, timing, peak_memory_mb(dist.device)))
+    total = moments.all_reduce(dist.sum_)
+    if total.n != ctx.n_samples:
+        raise RuntimeError(f"{cell.label} seed {seed}: scored {total.n} samples, not n_samples={ctx.n_samples}")
+    parts = dist.gather_to_main((feats, kept, timing, peak_memory_mb(dist.device)))
     if not dist.main:
         return None
-    gen = _in_sample_order([b for p in parts for b in p[0]])
+    gen = _in_sample_order([b for p in parts for b in p[0]]) if keep else {}
     t_score = time.perf_counter()
-    scores = scorer.score(gen, scorer.reference_features)
+    if ctx.ref_moments is None:
+        ctx.ref_moments = Moments.of(scorer.reference_features[layer].to(scorer.device))
+    scores = scorer.score(gen, scorer.reference_features, total, ctx.ref_moments)
     t_boot = time.perf_counter()
     intervals = _intervals(ctx, gen)
     images = torch.stack([im for _, im in sorted((kv for p in parts for kv in p[1]), key=lambda kv: kv[0])]) \
         if ctx.keep_images else torch.empty(0, dtype=torch.uint8)
     seconds = max(p[2]["seconds"] for p in parts)  # ranks run side by side: the slowest sets the wall time
     nfe = timing["nfe"]
-    fields = {**scores, **intervals, "seconds": seconds, "sec_per_image": seconds / ctx.n_samples,
+    fields = {**scores, **intervals, "n_scored": total.n, "seconds": seconds,
+              "sec_per_image": seconds / ctx.n_samples,
               "images_per_sec": ctx.n_samples / max(seconds, 1e-9), "nfe": nfe,
               "nfe_predicted": timing.get("nfe_predicted", nfe),
               "flops_per_image": None if ctx.flops_per_call is None else ctx.flops_per_call * nfe,
@@ -70,6 +88,13 @@ def evaluate(ctx: Context, cell: Cell, seed: int, progress=None) -> Outcome | No
               "score_seconds": t_boot - t_score, "bootstrap_seconds": time.perf_counter() - t_boot,
               "cell_seconds": time.perf_counter() - t0}
     return Outcome(fields, images, gen)
+
+
+def needs_features(ctx: Context) -> bool:
+    """Whether the per-sample features must be gathered (FID alone needs only the moments)."""
+    s = ctx.scorer
+    return bool(ctx.keep_features or s.enabled["isc"] or s.enabled["kid"] or s.prc
+                or int(ctx.bootstrap.replicates) >= 1)
 
 
 def _in_sample_order(batches) -> dict:

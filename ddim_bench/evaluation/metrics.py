@@ -7,6 +7,7 @@ during training.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
 import os
@@ -15,7 +16,6 @@ import re
 import torch
 import torch.nn as nn
 from torch.utils.data import DataLoader
-from torch_fidelity.metric_fid import fid_featuresdict_to_statistics, fid_statistics_to_metric
 from torch_fidelity.metric_isc import isc_featuresdict_to_metric
 from torch_fidelity.metric_kid import kid_featuresdict_to_metric
 from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY
@@ -25,6 +25,7 @@ from ddim_bench.evaluation.features import (DIGITS, INCEPTION, MissingWeightsErr
                                  check_dinov2_weights, classifier_settings, digits_settings, extractor_name)
 from ddim_bench.errors import UserError
 from ddim_bench.evaluation.dinov2 import NAMES as DINOV2_NAMES
+from ddim_bench.evaluation.moments import Moments, fid as fid_of_moments
 
 __all__ = ["Scorer", "MissingWeightsError", "check_extractor", "concat_features", "torchmetrics_fid",
            "REFERENCE_COMPUTATIONS"]
@@ -104,14 +105,20 @@ class Scorer:
                              else f"{self.name}-{_file_hash(weights)}")
 
     @torch.no_grad()
-    def features(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
-        """uint8 images [B, 3, H, W] → featuresdict {layer: float64 [B, d]} on the CPU."""
+    def features(self, images: torch.Tensor, dtype=torch.float64, device="cpu") -> dict[str, torch.Tensor]:
+        """uint8 images [B, 3, H, W] → featuresdict {layer: [B, d]}, float64 on the CPU by default
+        (``dtype=None``: the extractor's own dtype, which float64 holds exactly)."""
         parts = []
         for i in range(0, len(images), self.batch_size):
             out = self.extractor(images[i:i + self.batch_size].to(self.device))
             d = self.extractor.convert_features_tuple_to_dict(out)
-            parts.append({k: v.detach().to("cpu", torch.float64) for k, v in d.items()})
+            parts.append({k: v.detach().to(device, dtype or v.dtype) for k, v in d.items()})
         return concat_features(parts)
+
+    @functools.cached_property
+    def fid_dim(self) -> int:
+        """Width of the FID layer's features (one tiny image through the extractor)."""
+        return int(self.features(torch.zeros(1, 3, 8, 8, dtype=torch.uint8))[self.layers["fid"]].shape[1])
 
     def reference(self, dataset, key: str) -> dict:
         """Featuresdict of a dataset of uint8 [3, H, W] images, computed once per ``key`` and cached on disk.
@@ -137,23 +144,23 @@ class Scorer:
 
         return reference_cache.load_or_compute(path, layers, compute)
 
-    def score(self, gen_features: dict, ref_features: dict) -> dict:
+    def score(self, gen_features: dict, ref_features: dict, gen_moments: Moments | None = None,
+              ref_moments: Moments | None = None) -> dict:
         """Enabled metrics of generated vs reference features: fid, is_mean/is_std, kid_mean/kid_std (floats).
 
-        Small sets are fine: KID's subset size and IS's split count shrink to fit; a metric that is undefined
-        (fewer than 2 samples) is NaN.
+        FID comes from the float64 moments of the FID layer (:mod:`moments`): given (summed over processes), or
+        else taken from the features.  Small sets are fine: KID's subset size and IS's split count shrink to fit;
+        a metric that is undefined (fewer than 2 samples) is NaN.
         """
-        gen = {k: v.double().cpu() for k, v in gen_features.items()}
-        ref = {k: v.double().cpu() for k, v in ref_features.items()}
+        gen = _Float64(gen_features)
+        ref = _Float64(ref_features)
         out = {}
         if self.enabled["fid"]:
             layer = self.layers["fid"]
-            if min(len(gen[layer]), len(ref[layer])) < 2:
-                out["fid"] = math.nan
-            else:
-                s_gen = fid_featuresdict_to_statistics(gen, layer)
-                s_ref = fid_featuresdict_to_statistics(ref, layer)
-                out["fid"] = fid_statistics_to_metric(s_gen, s_ref, verbose=False)["frechet_inception_distance"]
+            gen_moments = gen_moments or Moments.of(gen_features[layer])
+            ref_moments = ref_moments or Moments.of(ref_features[layer])
+            out["fid"] = math.nan if min(gen_moments.n, ref_moments.n) < 2 else fid_of_moments(gen_moments,
+                                                                                               ref_moments)
         if self.enabled["isc"]:
             layer = self.layers["isc"]
             n = len(gen[layer])
@@ -174,6 +181,18 @@ class Scorer:
                 out["kid_mean"] = r["kernel_inception_distance_mean"]
                 out["kid_std"] = r["kernel_inception_distance_std"]
         return {k: float(v) for k, v in out.items()}
+
+
+class _Float64(dict):
+    """A featuresdict whose layers are turned into float64 CPU tensors when first read (only those a metric uses)."""
+
+    def __init__(self, features: dict):
+        super().__init__()
+        self.source = features
+
+    def __missing__(self, layer):
+        self[layer] = self.source[layer].to("cpu", torch.float64)
+        return self[layer]
 
 
 class _FidLayer(nn.Module):
