@@ -1,7 +1,7 @@
 """``make perf``: every benchmark, one combined table, one JSON (written atomically).
 
 Sections: sampler overhead (benchmarks/sampler_overhead.py, where it exists), diffusers loop, training step,
-evaluation share, growth.  Each figure is a ratio of two things timed side by side in one run
+evaluation share, growth, scoring memory at N = 50 000 (fid_memory).  Each figure is a ratio of two things timed side by side in one run
 (see benchmarks/timing.py).
 """
 from __future__ import annotations
@@ -18,7 +18,7 @@ if __package__ in (None, ""):  # run as a file (python benchmarks/run_all.py): m
 from benchmarks.common import Opts, Row, arg_parser, machine, opts_from, print_table, skip_row, write_json  # noqa: E402
 
 SECTIONS = {"sampler": "sampler_overhead", "diffusers": "diffusers_loop", "training": "training_step",
-            "evaluation": "evaluation_share", "growth": "growth"}
+            "evaluation": "evaluation_share", "growth": "growth", "fid_memory": "fid_memory"}
 
 
 def sampler_rows(opts: Opts) -> list[Row]:

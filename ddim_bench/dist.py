@@ -59,6 +59,18 @@ def peak_memory_mb(device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def device_name(device) -> str:
+    """What a throughput figure is measured on: the GPU's name, else the CPU's model name."""
+    if torch.device(device).type == "cuda":
+        return torch.cuda.get_device_name(device)
+    import platform
+    try:
+        with open("/proc/cpuinfo") as f:
+            return next(ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name"))
+    except (OSError, StopIteration):
+        return platform.processor() or platform.machine()
+
+
 def reset_peak_memory(device) -> None:
     if torch.device(device).type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)

@@ -291,6 +291,7 @@ class SweepApp(CheckpointApp):
     eval: Eval = field(default_factory=Eval)
     grid: Grid = field(default_factory=Grid)
     claims: List[Claim] = field(default_factory=list)
+    plan: bool = False
 
 
 @dataclass

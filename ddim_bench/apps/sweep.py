@@ -60,6 +60,10 @@ def run_sweep(cfg: DictConfig) -> list[dict]:
     from ddim_bench.evaluation.cell_run import Context, evaluate
     from ddim_bench.reporting import user_claims
     from ddim_bench.tracking import runs
+    if cfg.plan:  # reached through Hydra or in-process (the console script plans before Hydra starts)
+        from ddim_bench.apps import sweep_plan
+        sweep_plan.show([cfg], cli.is_multirun())
+        return []
     p = prepare(cfg, cli.is_multirun())
     loaded, results, cells = p["loaded"], p["results"], p["cells"]
     dist = Dist(cfg.eval)
@@ -208,6 +212,9 @@ def _main(cfg: DictConfig) -> None:
 
 
 def main() -> None:
+    from ddim_bench.apps import sweep_plan
+    if sweep_plan.requested(sys.argv[1:]):  # composed without Hydra's run: no output folder, nothing written
+        return sweep_plan.main()
     cli.run_hydra(_main, "sweep")
 
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ddim_bench.dist import Dist, peak_memory_mb, reset_peak_memory
+from ddim_bench.dist import Dist, device_name, peak_memory_mb, reset_peak_memory
 from ddim_bench.evaluation.moments import Moments
 from ddim_bench.sampling.cell import Cell
 from ddim_bench.sampling.generate import generate, rank_indices
@@ -85,6 +85,7 @@ def evaluate(ctx: Context, cell: Cell, seed: int, progress=None) -> Outcome | No
               "nfe_predicted": timing.get("nfe_predicted", nfe),
               "flops_per_image": None if ctx.flops_per_call is None else ctx.flops_per_call * nfe,
               "peak_mem_mb": max(p[3] for p in parts), "world_size": dist.world, "device": str(dist.device),
+              "device_name": device_name(dist.device),
               "score_seconds": t_boot - t_score, "bootstrap_seconds": time.perf_counter() - t_boot,
               "cell_seconds": time.perf_counter() - t0}
     return Outcome(fields, images, gen)

@@ -47,8 +47,8 @@ class Moments:
         if self.n < 2:
             raise ValueError(f"need at least 2 samples for a covariance, got {self.n}")
         mu = self.s / self.n
-        cov = (self.ss - self.n * torch.outer(mu, mu)) / (self.n - 1)
-        return mu, (cov + cov.T) / 2
+        cov = torch.addr(self.ss, mu, mu, alpha=-self.n).div_(self.n - 1)
+        return mu, cov.add_(cov.T.clone()).div_(2)
 
     def all_reduce(self, reduce_sum) -> "Moments":
         """The sums over all processes: ``reduce_sum(t)`` sums a float64 tensor in place across them (one call)."""
@@ -56,7 +56,7 @@ class Moments:
                           self.ss.flatten()])
         reduce_sum(flat)
         d = self.s.numel()
-        return Moments(int(round(flat[0].item())), flat[1:1 + d].clone(), flat[1 + d:].view(d, d).clone())
+        return Moments(int(round(flat[0].item())), flat[1:1 + d], flat[1 + d:].view(d, d))
 
 
 def fid(gen: Moments, ref: Moments) -> float:

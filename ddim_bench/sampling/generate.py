@@ -32,7 +32,7 @@ def generate(model, alphas, cell: Cell, indices, shape, seed: int, batch_size: i
     by a wrapper around the model (``nfe``) and the sampler's formula for them (``nfe_predicted``).
     """
     from ddim_bench.sampling.cost import CallCounter
-    from ddim_bench.sampling.samplers import get_spec, run_sampler
+    from ddim_bench.sampling.samplers import run_sampler
     counter = CallCounter(model)
     stochastic = not cell.deterministic
 
@@ -60,12 +60,17 @@ def generate(model, alphas, cell: Cell, indices, shape, seed: int, batch_size: i
         done += len(idx)
         if on_batch is not None:
             on_batch(to_uint8_rgb(x0).cpu(), idx)
-    if cell.sampler == "ddim":
-        predicted = ddim.model_calls(ddim.timesteps(alphas.numel(), cell.steps, cell.skip))
-    else:
-        predicted = get_spec(cell.sampler).nfe(cell.steps)
+    predicted = calls_per_image(cell, alphas.numel())
     return {"seconds": seconds, "images": done, "nfe": calls if calls is not None else predicted,
             "nfe_predicted": predicted}
+
+
+def calls_per_image(cell: Cell, num_timesteps: int) -> int:
+    """The sampler's formula for its network calls per sample (NFE): ddim's distinct τ, else the registry's."""
+    from ddim_bench.sampling.samplers import get_spec
+    if cell.sampler == "ddim":
+        return ddim.model_calls(ddim.timesteps(num_timesteps, cell.steps, cell.skip))
+    return get_spec(cell.sampler).nfe(cell.steps)
 
 
 def sync(device) -> None:
