@@ -66,11 +66,13 @@ def generate(model, alphas, cell: Cell, indices, shape, seed: int, batch_size: i
 
 
 def calls_per_image(cell: Cell, num_timesteps: int) -> int:
-    """The sampler's formula for its network calls per sample (NFE): ddim's distinct τ, else the registry's."""
+    """The sampler's formula for its network calls per sample (NFE): ddim's distinct τ, else the registry's for
+    the distinct τ of the cell's grid (the other samplers run on it with repeats dropped: quad, S ≥ 30)."""
     from ddim_bench.sampling.samplers import get_spec
+    taus = ddim.timesteps(num_timesteps, cell.steps, cell.skip)
     if cell.sampler == "ddim":
-        return ddim.model_calls(ddim.timesteps(num_timesteps, cell.steps, cell.skip))
-    return get_spec(cell.sampler).nfe(cell.steps)
+        return ddim.model_calls(taus)
+    return get_spec(cell.sampler).nfe(len(set(taus)))
 
 
 def sync(device) -> None:
