@@ -63,7 +63,7 @@ def stand_in_scorer(d: int, device):
     s = object.__new__(RandomFeatures)
     s.device, s.enabled, s.prc, s.layers = torch.device(device), {"fid": True, "isc": False, "kid": False}, \
         False, {"fid": "2048"}
-    s.__dict__["fid_dim"] = d
+    s.__dict__["widths"] = {"2048": (d, torch.float32)}
     s.reference_features = {}  # FID comes from the reference moments; nothing else is scored
     return s
 

@@ -35,6 +35,15 @@ class Dist:
         torch.distributed.gather_object(obj, out, dst=0)
         return out
 
+    def gather_tensors(self, t: torch.Tensor) -> list | None:
+        """Every rank's ``t`` (one shape on all ranks) on rank 0's CPU, in rank order; None elsewhere."""
+        if self.world == 1:
+            return [t]
+        on = t.to(self.device)
+        out = [torch.empty_like(on) for _ in range(self.world)] if self.main else None
+        torch.distributed.gather(on, out, dst=0)
+        return [o.cpu() for o in out] if self.main else None
+
     def sum_(self, t: torch.Tensor) -> torch.Tensor:
         """Sum ``t`` over all ranks, in place (on the process group's device, as NCCL needs)."""
         if self.world > 1:

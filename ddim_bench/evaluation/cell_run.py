@@ -48,13 +48,14 @@ def evaluate(ctx: Context, cell: Cell, seed: int, progress=None) -> Outcome | No
     dist, scorer = ctx.dist, ctx.scorer
     reset_peak_memory(dist.device)
     layer, keep = scorer.layers["fid"], needs_features(ctx)
-    moments, feats, kept = Moments.zeros(scorer.fid_dim, scorer.device), [], []
+    moments, kept = Moments.zeros(scorer.widths[layer][0], scorer.device), []
+    shard = Shard(scorer.widths, -(-ctx.n_samples // dist.world)) if keep else None
 
     def on_batch(images, idx):
         f = scorer.features(images, dtype=None, device=scorer.device)
         moments.add(f[layer])
         if keep:
-            feats.append((idx, {k: v.cpu() for k, v in f.items()}))
+            shard.add(f)
         kept.extend((i, im) for i, im in zip(idx, images) if i < ctx.keep_images)
         if progress is not None:
             progress.update(len(idx) * dist.world)
@@ -65,26 +66,26 @@ def evaluate(ctx: Context, cell: Cell, seed: int, progress=None) -> Outcome | No
     total = moments.all_reduce(dist.sum_)
     if total.n != ctx.n_samples:
         raise RuntimeError(f"{cell.label} seed {seed}: scored {total.n} samples, not n_samples={ctx.n_samples}")
-    parts = dist.gather_to_main((feats, kept, timing, peak_memory_mb(dist.device)))
+    gen = shard.gathered(dist, ctx.n_samples) if keep else {}
+    parts = dist.gather_to_main((kept, timing, peak_memory_mb(dist.device)))
     if not dist.main:
         return None
-    gen = _in_sample_order([b for p in parts for b in p[0]]) if keep else {}
     t_score = time.perf_counter()
     if ctx.ref_moments is None:
         ctx.ref_moments = Moments.of(scorer.reference_features[layer].to(scorer.device))
     scores = scorer.score(gen, scorer.reference_features, total, ctx.ref_moments)
     t_boot = time.perf_counter()
     intervals = _intervals(ctx, gen)
-    images = torch.stack([im for _, im in sorted((kv for p in parts for kv in p[1]), key=lambda kv: kv[0])]) \
+    images = torch.stack([im for _, im in sorted((kv for p in parts for kv in p[0]), key=lambda kv: kv[0])]) \
         if ctx.keep_images else torch.empty(0, dtype=torch.uint8)
-    seconds = max(p[2]["seconds"] for p in parts)  # ranks run side by side: the slowest sets the wall time
+    seconds = max(p[1]["seconds"] for p in parts)  # ranks run side by side: the slowest sets the wall time
     nfe = timing["nfe"]
     fields = {**scores, **intervals, "n_scored": total.n, "seconds": seconds,
               "sec_per_image": seconds / ctx.n_samples,
               "images_per_sec": ctx.n_samples / max(seconds, 1e-9), "nfe": nfe,
               "nfe_predicted": timing.get("nfe_predicted", nfe),
               "flops_per_image": None if ctx.flops_per_call is None else ctx.flops_per_call * nfe,
-              "peak_mem_mb": max(p[3] for p in parts), "world_size": dist.world, "device": str(dist.device),
+              "peak_mem_mb": max(p[2] for p in parts), "world_size": dist.world, "device": str(dist.device),
               "device_name": device_name(dist.device),
               "score_seconds": t_boot - t_score, "bootstrap_seconds": time.perf_counter() - t_boot,
               "cell_seconds": time.perf_counter() - t0}
@@ -98,11 +99,34 @@ def needs_features(ctx: Context) -> bool:
                 or int(ctx.bootstrap.replicates) >= 1)
 
 
-def _in_sample_order(batches) -> dict:
-    from ddim_bench.evaluation.metrics import concat_features
-    batches = sorted(batches, key=lambda ib: ib[0][0])
-    order = torch.tensor([i for idx, _ in batches for i in idx]).argsort()
-    return {k: v[order] for k, v in concat_features([b for _, b in batches]).items()}
+class Shard:
+    """This rank's per-sample features, in its sample order (rank r of W holds samples r, r + W, …), written
+    batch by batch into one buffer per layer of ``rows`` = ⌈N / W⌉ rows (the extractor's dtype, on the CPU)."""
+
+    def __init__(self, widths: dict, rows: int):
+        self.bufs = {k: torch.empty(rows, w, dtype=dtype) for k, (w, dtype) in widths.items()}
+        self.filled = 0
+
+    def add(self, features: dict) -> None:
+        b = len(next(iter(features.values())))
+        for k, v in features.items():
+            self.bufs[k][self.filled:self.filled + b] = v
+        self.filled += b
+
+    def gathered(self, dist, n: int) -> dict:
+        """All ranks' features in sample order [n, d] on rank 0 ({} elsewhere), one layer at a time."""
+        if self.filled != len(range(dist.rank, n, dist.world)):
+            raise RuntimeError(f"rank {dist.rank} holds features of {self.filled} samples, not its share of {n}")
+        if dist.world == 1:
+            return {k: v[:n] for k, v in self.bufs.items()}
+        out = {}
+        for k in sorted(self.bufs):
+            parts = dist.gather_tensors(self.bufs.pop(k))
+            if parts is not None:
+                out[k] = torch.empty(n, parts[0].shape[1], dtype=parts[0].dtype)
+                for r, part in enumerate(parts):
+                    out[k][r::dist.world] = part[:len(range(r, n, dist.world))]
+        return out
 
 
 def _intervals(ctx: Context, gen: dict) -> dict:

@@ -116,9 +116,10 @@ class Scorer:
         return concat_features(parts)
 
     @functools.cached_property
-    def fid_dim(self) -> int:
-        """Width of the FID layer's features (one tiny image through the extractor)."""
-        return int(self.features(torch.zeros(1, 3, 8, 8, dtype=torch.uint8))[self.layers["fid"]].shape[1])
+    def widths(self) -> dict:
+        """{layer: (width, dtype)} of the extracted features (one tiny image through the extractor)."""
+        out = self.features(torch.zeros(1, 3, 8, 8, dtype=torch.uint8), dtype=None)
+        return {k: (int(v.shape[1]), v.dtype) for k, v in out.items()}
 
     def reference(self, dataset, key: str) -> dict:
         """Featuresdict of a dataset of uint8 [3, H, W] images, computed once per ``key`` and cached on disk.
