@@ -2,6 +2,8 @@
 import os
 import re
 import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -58,7 +60,7 @@ def test_planned_model_calls_are_the_calls_the_sweep_counts(untrained_ckpt, tmp_
 def run_plan(tmp_path, *args):
     env = {k: v for k, v in os.environ.items() if k != "WANDB_SERVICE"}
     env["DDIM_BENCH_CACHE"] = str(tmp_path / "cache")
-    return subprocess.run([str(sweep_plan.sys.executable).replace("python", "ddim-bench-sweep"), *args],
+    return subprocess.run([str(Path(sys.executable).parent / "ddim-bench-sweep"), *args],
                           capture_output=True, text=True, timeout=300, cwd=tmp_path, env=env)
 
 

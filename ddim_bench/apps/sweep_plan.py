@@ -75,7 +75,7 @@ def compose(overrides: list[str], hydra: bool = False):
 def plan_job(cfg, multirun: bool, cache: dict) -> JobPlan:
     """One job's cost; ``cache`` keeps loaded checkpoints and rates across jobs."""
     import torch
-    from ddim_bench.models import checkpoint, fast
+    from ddim_bench.models import checkpoint
     cells = cells_from_config(cfg, multirun)
     if cfg.checkpoint not in cache:
         cache[cfg.checkpoint] = checkpoint.load(cfg.checkpoint, cfg.weights)
@@ -89,7 +89,7 @@ def plan_job(cfg, multirun: bool, cache: dict) -> JobPlan:
     shape = (loaded.model["in_channels"], loaded.model["resolution"], loaded.model["resolution"])
     rate_key = (loaded.info["sha256"], str(cfg.paths.results_dir), device.type)
     if rate_key not in cache:
-        cache[rate_key] = job_rate(cfg, loaded, shape, device, fast, checkpoint)
+        cache[rate_key] = job_rate(cfg, loaded, shape, device)
     rate, blocks, n = cache[rate_key], len(cfg.seeds), int(cfg.n_samples)
     world = int(cfg.eval.devices) * int(cfg.eval.num_nodes)
     nfes = [calls_per_image(c, schedule["num_timesteps"]) for c in cells]
@@ -99,13 +99,11 @@ def plan_job(cfg, multirun: bool, cache: dict) -> JobPlan:
                    blocks * sum(P.record_seconds(n, k, rate, world) for k in nfes), world, rate)
 
 
-def job_rate(cfg, loaded, shape, device, fast, checkpoint) -> P.Rate:
+def job_rate(cfg, loaded, shape, device) -> P.Rate:
     """The newest measured rate in the results folder for this checkpoint and device, else a calibration."""
-    import os
-    from ddim_bench.evaluation.store import ResultStore
+    from ddim_bench.models import checkpoint, fast
     name = device_name(device)
-    records = ResultStore(cfg.paths.results_dir).records() if os.path.isdir(cfg.paths.results_dir) else []
-    found = P.measured_rate(records, loaded.info["sha256"], name)
+    found = P.measured_rate(P.stored_records(cfg.paths.results_dir), loaded.info["sha256"], name)
     if found:
         return found
     model = fast.wrap(checkpoint.build_model(loaded, device), cfg.sampler.fast, device)

@@ -11,6 +11,7 @@ calibration run of the network on this machine (o unknown: 0, said so).
 """
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass
 
@@ -51,6 +52,22 @@ def disk_bytes(records: int, n: int, shape, keep_images: int, widths: dict, keep
             "features": records * (n * per_sample_features + TORCH_SAVE_BYTES) if keep_features else 0}
 
 
+def stored_records(results_dir: str) -> list[dict]:
+    """The records in a results folder, read only (no checksums, nothing moved aside: timings for an estimate)."""
+    import glob
+    import json
+    out = []
+    for path in glob.glob(os.path.join(results_dir, "cells", "*.json")):
+        try:
+            with open(path) as f:
+                rec = json.load(f).get("record")
+        except (OSError, ValueError, AttributeError):
+            continue
+        if isinstance(rec, dict):
+            out.append(rec)
+    return out
+
+
 def measured_rate(records: list[dict], sha256: str, device: str) -> Rate | None:
     """From the newest record of this checkpoint measured on ``device`` (a ``dist.device_name``), or None."""
     mine = [r for r in records if r.get("checkpoint_sha256") == sha256 and r.get("device_name") == device
@@ -61,7 +78,8 @@ def measured_rate(records: list[dict], sha256: str, device: str) -> Rate | None:
     world, n = int(r.get("world_size", 1)), int(r["n_samples"])
     rate = n * r["nfe"] / (r["seconds"] * world)
     extra = max(0.0, float(r.get("cell_seconds", r["seconds"])) - r["seconds"]) / n
-    return Rate(rate, extra, f"measured: record {r['key'][:12]} of {r.get('created', '?')} on {device} "
+    key = str(r.get("key", "?"))[:12]
+    return Rate(rate, extra, f"measured: record {key} of {r.get('created', '?')} on {device} "
                              f"({n} samples, NFE {r['nfe']}, {world} device{'s' * (world > 1)})")
 
 
