@@ -72,7 +72,7 @@ def evaluate(ctx: Context, cell: Cell, seed: int, progress=None) -> Outcome | No
         return None
     t_score = time.perf_counter()
     if ctx.ref_moments is None:
-        ctx.ref_moments = Moments.of(scorer.reference_features[layer].to(scorer.device))
+        ctx.ref_moments = Moments.of(scorer.reference_features[layer], scorer.device)
     scores = scorer.score(gen, scorer.reference_features, total, ctx.ref_moments)
     t_boot = time.perf_counter()
     intervals = _intervals(ctx, gen)

@@ -26,9 +26,11 @@ class Moments:
                    torch.zeros(d, d, dtype=torch.float64, device=device))
 
     @classmethod
-    def of(cls, features: torch.Tensor) -> "Moments":
-        m = cls.zeros(features.shape[1], features.device)
-        m.add(features)
+    def of(cls, features: torch.Tensor, device=None, chunk: int = 4096) -> "Moments":
+        """The moments of a whole feature set [n, d], added ``chunk`` rows at a time on ``device``."""
+        m = cls.zeros(features.shape[1], features.device if device is None else device)
+        for part in features.split(chunk):
+            m.add(part)
         return m
 
     def add(self, features: torch.Tensor) -> "Moments":
