@@ -131,7 +131,9 @@ def rows(opts: Opts) -> list[Row]:
             detail=f"host peak above the start{dev(fid1)}; Σf, Σffᵀ float64 = {moments_mb:.0f} MB{exact}"),
         Row("5b", f"  per-sample features held for the intervals, 1 rank, {tag}", feat1["host_mb"], unit="MB",
             detail=f"held on rank 0: {feat1['held_mb']:.0f} MB (N·d·4 B float32 = {feats_mb:.0f} MB); "
-                   f"on disk as float16 {feats_mb / 2:.0f} MB per record{dev(feat1)}"),
+                   f"on disk as float16 {feats_mb / 2:.0f} MB per record{dev(feat1)}; not in these figures: the "
+                   f"reference features rank 0 holds (float64, {50_000 * d * 8 / 2 ** 20:.0f} MB for "
+                   f"50 000 × {d}), the bootstrap's float64 working copies"),
         Row("5c", f"  same, 2 ranks: rank 0 (gathers) / rank 1, {tag}", feat2[0]["host_mb"], unit="MB",
             detail=f"rank 1 {feat2[1]['host_mb']:.0f} MB{dev(feat2[0])}"),
         Row("5d", "  features held / FID alone, 1 rank (ratio, side by side)", feat1["host_mb"] / fid1["host_mb"],
