@@ -66,7 +66,10 @@ def run_plan(tmp_path, *args):
 
 @pytest.mark.slow
 def test_plan_prints_and_writes_nothing_also_under_the_slurm_launcher(untrained_ckpt, tmp_path):
-    before = sorted(os.listdir(tmp_path))
+    (tmp_path / "my-conf" / "grid").mkdir(parents=True)  # a user's own config folder (--config-dir)
+    (tmp_path / "my-conf" / "grid" / "mine.yaml").write_text("samplers: [ddim]\nsteps: [7]\neta: [0.0]\n"
+                                                               "hat: false\nskip: uniform\n")
+    before = sorted(str(p) for p in tmp_path.rglob("*"))
     one = run_plan(tmp_path, "plan=true", *overrides(untrained_ckpt, "res")[:-2])
     assert one.returncode == 0, one.stderr[-2000:]
     assert "6 cells x 2 seed blocks x N=6 = 12 records" in one.stdout and "estimated device-hours" in one.stdout
@@ -81,4 +84,7 @@ def test_plan_prints_and_writes_nothing_also_under_the_slurm_launcher(untrained_
     small = run_plan(tmp_path, "-m", "plan=true", "hydra/launcher=slurm_gpu", f"checkpoint={untrained_ckpt}",
                      "sampler.steps=3,5", "n_samples=10", "slurm.time_min=5", "eval.accelerator=cpu")
     assert "array of 2 tasks" in small.stdout and "warning" not in small.stdout
-    assert sorted(os.listdir(tmp_path)) == before  # no results, no outputs/ or .hydra, no cache
+    own = run_plan(tmp_path, "plan=true", "--config-dir", "my-conf", "grid=mine", f"checkpoint={untrained_ckpt}",
+                   "n_samples=10")
+    assert "1 cells x 1 seed blocks x N=10" in own.stdout and "model calls: 70 " in own.stdout, own.stderr
+    assert sorted(str(p) for p in tmp_path.rglob("*")) == before  # no results, no outputs/ or .hydra, no cache

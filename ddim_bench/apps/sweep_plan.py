@@ -150,9 +150,10 @@ def slurm_lines(hydra_cfg, jobs: list[JobPlan]) -> list[str]:
 def run(argv: list[str]) -> None:
     """Print the plan of ``ddim-bench-sweep <argv>`` (``plan=true`` among them); writes nothing."""
     multirun = any(a in ("-m", "--multirun") for a in argv)
-    args = [a for a in argv if a not in ("-m", "--multirun")]
+    args = overrides_only(argv)
     if any(a.startswith("-") for a in args):
-        cli.fail(f"plan=true takes overrides and -m only, not {next(a for a in args if a.startswith('-'))}")
+        cli.fail(f"plan=true takes overrides, -m and --config-dir only, not "
+                 f"{next(a for a in args if a.startswith('-'))}")
     try:
         hydra_cfg = compose(fixed(args) if multirun else args, hydra=True)
         params = dict(hydra_cfg.hydra.sweeper.get("params") or {}) if multirun else {}
@@ -160,6 +161,15 @@ def run(argv: list[str]) -> None:
         show([compose(a) for a in job_args], multirun, hydra_cfg if multirun else None)
     except (UserError, ValueError) as err:
         cli.fail(str(err).strip().splitlines()[0])
+
+
+def overrides_only(argv: list[str]) -> list[str]:
+    """The overrides, with the user's config folders (``--config-dir``) as one ``hydra.searchpath``."""
+    dirs = cli.user_config_dirs(argv)
+    skip = {i + 1 for i, a in enumerate(argv) if a in ("--config-dir", "-cd")}
+    args = [a for i, a in enumerate(argv) if i not in skip and a not in ("-m", "--multirun", "--config-dir", "-cd")
+            and not a.startswith(("--config-dir=", "hydra.searchpath="))]
+    return args + ([f"hydra.searchpath=[{','.join(f'file://{d}' for d in dirs)}]"] if dirs else [])
 
 
 def show(cfgs: list, multirun: bool, hydra_cfg=None) -> list[JobPlan]:
