@@ -12,6 +12,7 @@ import json
 import os
 import re
 
+import safetensors.torch  # noqa: F401  (diffusers before 0.3x uses safetensors.torch without importing it)
 import torch
 from torch import nn
 
