@@ -53,7 +53,8 @@ test-lowest: $(LOWEST)/.installed
 	$(LOWEST)/bin/python -m pytest -q -rs $(addprefix tests/test_,$(LOWEST_TESTS))
 
 LOWEST_TESTS := diffusion.py samplers.py metrics.py uncertainty.py unet.py noise.py data.py store.py claims.py \
-	train.py sweep.py report.py sweep_wandb.py
+	train.py sweep.py report.py sweep_wandb.py diffusers_models.py downloads.py fid_scale.py sweep_plan.py \
+	sampler_report.py
 
 perf: $(VENV)/.installed
 	$(PY) benchmarks/run_all.py

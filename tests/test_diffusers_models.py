@@ -24,6 +24,7 @@ T = 100
 
 def save_tiny(folder, sample_size=8, channels=1, pipeline=True, safe=True, seed=0):
     """A random tiny UNet2DModel (+ DDPMScheduler with T = 100 as a DDPMPipeline) saved with save_pretrained."""
+    import safetensors.torch  # noqa: F401  (older diffusers save with it without importing it)
     from diffusers import DDPMPipeline, DDPMScheduler, UNet2DModel
     torch.manual_seed(seed)
     unet = UNet2DModel(sample_size=sample_size, in_channels=channels, out_channels=channels, layers_per_block=1,
@@ -115,6 +116,8 @@ def test_our_ddim_equals_diffusers_ddim_pipeline(tiny, clip):
     pipe.set_progress_bar_config(disable=True)
     theirs = pipe(batch_size=4, generator=torch.Generator().manual_seed(7), num_inference_steps=10, eta=0.0,
                   output_type="pt").images
+    if not torch.is_tensor(theirs):  # older diffusers return NHWC numpy arrays for any output_type but "pil"
+        theirs = torch.from_numpy(theirs).permute(0, 3, 1, 2)
     loaded = checkpoint.load(str(folder))
     x_T = torch.randn((4, 1, 8, 8), generator=torch.Generator().manual_seed(7))
     ours = ddim.sample(checkpoint.build_model(loaded), x_T, config.build_alphas(loaded.schedule),

@@ -72,7 +72,7 @@ def fetch(repo: str, cache_dir: str, download: bool = True) -> tuple[str, str]:
     """(snapshot folder, commit) of Hub repo ``owner/name[@revision]``: the UNet and scheduler files only,
     safetensors first; from the cache alone when ``download`` is off or the Hub cannot be reached."""
     from huggingface_hub import snapshot_download
-    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
+    from huggingface_hub.utils import HfHubHTTPError, LocalEntryNotFoundError  # both old and new hubs
     repo_id, _, revision = repo.partition("@")
     configs = ["model_index.json", "config.json", "unet/config.json", *SCHEDULER_CONFIGS]
     kw = dict(revision=revision or None, cache_dir=hub_cache(cache_dir), local_files_only=not download)
