@@ -27,6 +27,7 @@ if __package__ in (None, ""):
 import torch  # noqa: E402
 
 from benchmarks.common import Opts, Row, main_for  # noqa: E402
+from benchmarks.growth import reset_peak_rss  # noqa: E402
 
 SIZES = {"full": dict(n=50_000, d=2048, batch=500), "quick": dict(n=2_000, d=2048, batch=250)}
 REF_N = 4096  # reference moments only (their size does not depend on the reference count)
@@ -36,15 +37,6 @@ def _status_mb(field: str) -> float:
     with open("/proc/self/status") as f:
         line = next(ln for ln in f if ln.startswith(field + ":"))
     return int(line.split()[1]) / 1024
-
-
-def _reset_peak() -> bool:
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-        return True
-    except OSError:
-        return False
 
 
 class Zero(torch.nn.Module):
@@ -86,7 +78,7 @@ def child(mode: str, n: int, d: int, batch: int, out: str) -> None:
     ctx = Context(dist, Zero(), build_alphas(dict(num_timesteps=1000, schedule="linear", beta_start=1e-4,
                                                   beta_end=0.02)).to(dist.device), (3, 4, 4), scorer, n, 0, batch,
                   SimpleNamespace(replicates=0, level=0.95, seed=0), None, mode == "features", ref)
-    before, exact = _status_mb("VmRSS"), _reset_peak()
+    before, exact = _status_mb("VmRSS"), reset_peak_rss()
     if cuda:
         torch.cuda.synchronize()
         dev0 = torch.cuda.memory_allocated()

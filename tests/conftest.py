@@ -115,3 +115,17 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="session")
+def untrained_ckpt(tmp_path_factory):
+    """A tiny untrained digits UNet as a ddim-bench checkpoint: for counts and equalities that need no training."""
+    import torch
+    from ddim_bench.training.module import DiffusionModule
+    torch.manual_seed(0)
+    module = DiffusionModule(dict(in_channels=1, out_ch=1, ch=32, ch_mult=[1, 2], num_res_blocks=1,
+                                  attn_resolutions=[4], dropout=0.0, resolution=8),
+                             dict(num_timesteps=1000, schedule="linear", beta_start=1e-4, beta_end=0.02))
+    path = tmp_path_factory.mktemp("ckpt") / "untrained.ckpt"
+    torch.save({"state_dict": module.state_dict(), "hyper_parameters": dict(module.hparams), "global_step": 0}, path)
+    return path

@@ -67,19 +67,6 @@ def test_moments_of_one_rank_equal_two_ranks(tmp_path):
     assert fid(Moments(two["n"], two["s"], two["ss"]), ref) == pytest.approx(f1, rel=1e-9)
 
 
-@pytest.fixture(scope="module")
-def untrained_ckpt(tmp_path_factory):
-    """A tiny untrained digits UNet as a ddim-bench checkpoint: the counts and equalities do not need training."""
-    from ddim_bench.training.module import DiffusionModule
-    torch.manual_seed(0)
-    module = DiffusionModule(dict(in_channels=1, out_ch=1, ch=32, ch_mult=[1, 2], num_res_blocks=1,
-                                  attn_resolutions=[4], dropout=0.0, resolution=8),
-                             dict(num_timesteps=1000, schedule="linear", beta_start=1e-4, beta_end=0.02))
-    path = tmp_path_factory.mktemp("ckpt") / "untrained.ckpt"
-    torch.save({"state_dict": module.state_dict(), "hyper_parameters": dict(module.hparams), "global_step": 0}, path)
-    return path
-
-
 def one_record(results) -> dict:
     (r,) = store.ResultStore(str(results)).records()
     return r

@@ -6,25 +6,11 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 
 from ddim_bench.apps import sweep, sweep_plan
 from ddim_bench.evaluation import plan as P
 
 N = 6
-
-
-@pytest.fixture(scope="module")
-def untrained_ckpt(tmp_path_factory):
-    """A tiny untrained digits UNet as a ddim-bench checkpoint (the counts do not need training)."""
-    from ddim_bench.training.module import DiffusionModule
-    torch.manual_seed(0)
-    module = DiffusionModule(dict(in_channels=1, out_ch=1, ch=32, ch_mult=[1, 2], num_res_blocks=1,
-                                  attn_resolutions=[4], dropout=0.0, resolution=8),
-                             dict(num_timesteps=1000, schedule="linear", beta_start=1e-4, beta_end=0.02))
-    path = tmp_path_factory.mktemp("ckpt") / "untrained.ckpt"
-    torch.save({"state_dict": module.state_dict(), "hyper_parameters": dict(module.hparams), "global_step": 0}, path)
-    return path
 
 
 def overrides(ckpt, results, *extra):
@@ -51,7 +37,7 @@ def test_planned_model_calls_are_the_calls_the_sweep_counts(untrained_ckpt, tmp_
     assert all(r["nfe"] == r["nfe_predicted"] for r in done)
     # Planned again on the same folder: the rate is the newest record's, and it gives back that record's time.
     (again,) = sweep_plan.show([sweep_plan.compose(args)], False)
-    newest = max(done, key=lambda r: r["created"])
+    newest = max(done, key=lambda r: (r["created"], r["key"]))
     assert again.rate.source.startswith("measured") and again.rate.source in capsys.readouterr().out
     assert P.record_seconds(N, newest["nfe"], again.rate, 1) == pytest.approx(newest["cell_seconds"], rel=1e-9)
     assert again.calls == job.calls

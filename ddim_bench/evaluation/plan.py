@@ -74,7 +74,7 @@ def measured_rate(records: list[dict], sha256: str, device: str) -> Rate | None:
             and r.get("seconds") and r.get("nfe")]
     if not mine:
         return None
-    r = max(mine, key=lambda rec: rec.get("created", ""))
+    r = max(mine, key=lambda rec: (rec.get("created", ""), rec.get("key", "")))  # ties (same second): by key
     world, n = int(r.get("world_size", 1)), int(r["n_samples"])
     rate = n * r["nfe"] / (r["seconds"] * world)
     extra = max(0.0, float(r.get("cell_seconds", r["seconds"])) - r["seconds"]) / n
