@@ -1,30 +1,76 @@
 """Process groups for sampling sweeps, through Lightning Fabric (which also reads ranks from SLURM/torchrun).
 
 Rank 0 scores, stores, tracks and prints; every rank samples its share of the sample indices.
+
+A rank that dies stops the others: a collective that fails or waits longer than ``eval.timeout_s`` (the process
+group's timeout) raises :class:`PeerLost`; and rank 0 watches the ranks on its own host, so that it stops within a
+second of one dying (before Lightning's launcher kills it without a chance to release its claim) by calling
+``on_peer_lost``.
 """
 from __future__ import annotations
 
+import os
+import socket
+import threading
+import time
+from datetime import timedelta
+
 import torch
+
+
+class PeerLost(Exception):
+    """Another rank of the process group died or stopped answering."""
 
 
 class Dist:
     def __init__(self, cfg_eval):
         from lightning_fabric import Fabric
+        from lightning_fabric.strategies import DDPStrategy
         world = int(cfg_eval.devices) * int(cfg_eval.num_nodes)
+        timeout = timedelta(seconds=float(cfg_eval.get("timeout_s", 1800)))
+        strategy = DDPStrategy(timeout=timeout) if world > 1 else "auto"
         self.fabric = Fabric(accelerator=cfg_eval.accelerator, devices=cfg_eval.devices,
-                             num_nodes=cfg_eval.num_nodes, strategy="ddp" if world > 1 else "auto")
+                             num_nodes=cfg_eval.num_nodes, strategy=strategy)
         self.fabric.launch()
         self.rank, self.world, self.device = self.fabric.global_rank, self.fabric.world_size, self.fabric.device
+        self.on_peer_lost = None  # rank 0: called (from a watcher thread) with a one-line reason
+        self._watching = threading.Event()
+        if self.world > 1:
+            peers = self.gather((socket.gethostname(), os.getpid()))
+            if self.main:
+                here = [(r, pid) for r, (host, pid) in enumerate(peers) if host == socket.gethostname() and r]
+                self._watching.set()
+                threading.Thread(target=self._watch, args=(here,), name="peer-watch", daemon=True).start()
 
     @property
     def main(self) -> bool:
         return self.rank == 0
 
+    def stop_watching(self) -> None:
+        """The work is over (or stopping): the other ranks may exit now without that counting as a death."""
+        self._watching.clear()
+
+    def _watch(self, peers: list[tuple[int, int]]) -> None:
+        while self._watching.is_set():
+            time.sleep(0.5)
+            gone = [(r, pid) for r, pid in peers if not _running(pid)]
+            if gone and self.on_peer_lost is not None and self._watching.is_set():
+                r, pid = gone[0]
+                self.on_peer_lost(f"rank {r} of {self.world} (pid {pid}) died")
+                return
+
+    def _collective(self, fn, *args):
+        try:
+            return fn(*args)
+        except (RuntimeError, torch.distributed.DistError) as err:
+            raise PeerLost(f"a collective of rank {self.rank} failed: "
+                           f"{(str(err).strip().splitlines() or [type(err).__name__])[0]}") from None
+
     def gather(self, obj) -> list:
         if self.world == 1:
             return [obj]
         out = [None] * self.world
-        torch.distributed.all_gather_object(out, obj)
+        self._collective(torch.distributed.all_gather_object, out, obj)
         return out
 
     def gather_to_main(self, obj) -> list | None:
@@ -32,7 +78,7 @@ class Dist:
         if self.world == 1:
             return [obj]
         out = [None] * self.world if self.main else None
-        torch.distributed.gather_object(obj, out, dst=0)
+        self._collective(torch.distributed.gather_object, obj, out, 0)
         return out
 
     def gather_tensors(self, t: torch.Tensor) -> list | None:
@@ -41,23 +87,39 @@ class Dist:
             return [t]
         on = t.to(self.device)
         out = [torch.empty_like(on) for _ in range(self.world)] if self.main else None
-        torch.distributed.gather(on, out, dst=0)
+        self._collective(torch.distributed.gather, on, out, 0)
         return [o.cpu() for o in out] if self.main else None
 
     def sum_(self, t: torch.Tensor) -> torch.Tensor:
         """Sum ``t`` over all ranks, in place (on the process group's device, as NCCL needs)."""
         if self.world > 1:
             on = t.to(self.device)
-            torch.distributed.all_reduce(on, op=torch.distributed.ReduceOp.SUM)
+            self._collective(torch.distributed.all_reduce, on, torch.distributed.ReduceOp.SUM)
             t.copy_(on)
         return t
 
     def broadcast(self, obj):
-        return self.fabric.broadcast(obj, src=0) if self.world > 1 else obj
+        return self._collective(self.fabric.broadcast, obj, 0) if self.world > 1 else obj
 
     def barrier(self):
         if self.world > 1:
-            self.fabric.barrier()
+            self._collective(self.fabric.barrier)
+
+
+def _running(pid: int) -> bool:
+    """The process exists and is not a zombie (a killed child its parent has not reaped yet)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            stat = f.read()
+        return stat[stat.rindex(")") + 2] not in "ZX"
+    except (OSError, ValueError, IndexError):
+        try:
+            os.kill(pid, 0)
+            return True
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
 
 
 def peak_memory_mb(device) -> float:

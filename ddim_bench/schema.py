@@ -20,9 +20,13 @@ WANDB_MODES = ("online", "offline", "disabled")
 WEIGHTS = ("ema", "raw")
 
 
-def spec(default=MISSING, *, min=None, max=None, below=None, choices=None, factory=None, help: str = ""):
-    """A dataclass field with its declared range: ``min ≤ v ≤ max``, ``v < below``, ``v in choices``."""
-    meta = {k: v for k, v in dict(min=min, max=max, below=below, choices=choices, help=help).items()
+def spec(default=MISSING, *, min=None, max=None, below=None, choices=None, factory=None, help: str = "",
+         listed: str | None = None):
+    """A dataclass field with its declared range: ``min ≤ v ≤ max``, ``v < below``, ``v in choices``.
+
+    ``listed`` (list settings): ``"values"`` — at least one value, each once; ``"or-empty"`` — each value once, and
+    empty allowed because it means something (``grid.steps=[]``: no grid)."""
+    meta = {k: v for k, v in dict(min=min, max=max, below=below, choices=choices, help=help, listed=listed).items()
             if v is not None and v != ""}
     if factory is not None:
         return field(default_factory=factory, metadata=meta)
@@ -61,9 +65,9 @@ class Sampler:
 
 @dataclass
 class Grid:
-    samplers: List[str] = field(default_factory=lambda: ["ddim"])
-    steps: List[int] = spec(factory=list, min=1)
-    eta: List[float] = spec(factory=list, min=0)
+    samplers: List[str] = spec(factory=lambda: ["ddim"], listed="values")
+    steps: List[int] = spec(factory=list, min=1, listed="or-empty")   # empty: no grid, the one sampler.* cell
+    eta: List[float] = spec(factory=list, min=0, listed="or-empty")   # needed by ddim rows (see cells_from_config)
     hat: bool = False
     skip: str = spec("uniform", choices=SKIPS)
     ddim_at_nfe: bool = False  # also DDIM η = 0 at each other sampler's NFE, for the paired comparison
@@ -192,6 +196,8 @@ class Eval:
     accelerator: str = spec("cpu", choices=("cpu", "gpu", "cuda", "auto"))
     devices: int = spec(1, min=1)
     num_nodes: int = spec(1, min=1)
+    lease_s: float = spec(300.0, min=1, help="a record's claim is renewed every tenth of it")
+    timeout_s: float = spec(1800.0, min=1, help="how long a rank waits for the others in a collective")
 
 
 @dataclass
@@ -285,7 +291,7 @@ class CheckpointApp(App):
 @dataclass
 class SweepApp(CheckpointApp):
     n_samples: int = spec(1000, min=2)
-    seeds: List[int] = spec(factory=lambda: [0], min=0)
+    seeds: List[int] = spec(factory=lambda: [0], min=0, listed="values")
     keep_images: int = spec(64, min=0)
     reference: Reference = field(default_factory=Reference)
     eval: Eval = field(default_factory=Eval)
@@ -297,7 +303,7 @@ class SweepApp(CheckpointApp):
 @dataclass
 class ReconstructApp(CheckpointApp):
     device: str = "cpu"
-    steps: List[int] = spec(factory=lambda: [10, 20, 50, 100], min=1)
+    steps: List[int] = spec(factory=lambda: [10, 20, 50, 100], min=1, listed="values")
     n_images: int = spec(64, min=1)
     split: str = spec("test", choices=("train", "test"))
 
@@ -305,7 +311,7 @@ class ReconstructApp(CheckpointApp):
 @dataclass
 class InterpolateApp(CheckpointApp):
     device: str = "cpu"
-    steps: List[int] = spec(factory=lambda: [10, 50], min=1)
+    steps: List[int] = spec(factory=lambda: [10, 50], min=1, listed="values")
     pairs: int = spec(4, min=1)
     points: int = spec(11, min=2)
     seed: int = spec(0, min=0)
@@ -317,3 +323,4 @@ class ReportApp(App):
     paper: str = spec("auto", choices=("auto", "cifar10", "celeba", "none"))
     bootstrap: Bootstrap = field(default_factory=Bootstrap)
     claims: List[Claim] = field(default_factory=list)
+    status: bool = False         # true: only show per sweep what is done, in progress and missing

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import math
+import types
 import typing
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
@@ -65,6 +66,8 @@ def check_ranges(node, cls: type, prefix: str) -> None:
         if dataclasses.is_dataclass(sub) and isinstance(value, DictConfig):
             check_ranges(value, sub, path + ".")
             continue
+        if isinstance(value, (ListConfig, list)) and "listed" in f.metadata:
+            check_list(path, list(value), f.metadata["listed"])
         item = (typing.get_args(sub) or [None])[0]
         if dataclasses.is_dataclass(item) and isinstance(value, ListConfig):  # a list of groups (claims)
             for i, v in enumerate(value):
@@ -74,6 +77,17 @@ def check_ranges(node, cls: type, prefix: str) -> None:
             continue
         for v in (list(value) if isinstance(value, (ListConfig, list)) else [value]):
             check_value(path, v, f.metadata, value)
+
+
+def check_list(path: str, items: list, rule: str) -> None:
+    """One rule for every list setting: no value twice; empty only where empty means something (``or-empty``)."""
+    if not items and rule != "or-empty":
+        raise UserError(f"{path}=[] is empty; give at least one value")
+    seen = []
+    for v in items:
+        if v in seen:
+            raise UserError(f"{path}={items} lists {v} twice; give each value once")
+        seen.append(v)
 
 
 def check_value(path: str, v, meta, shown=None) -> None:
@@ -107,10 +121,72 @@ def check_open_group(cfg: DictConfig, name: str, known: type) -> None:
     params = inspect.signature(target).parameters
     if any(p.kind == p.VAR_KEYWORD for p in params.values()):
         return
+    hints = _hints(target)
     for key in node:
         if key not in params and key not in ("_target_",) and not (name == "data" and key in ("name", "channels")):
             raise UserError(f"{name}.{key} is not a setting of {target.__name__}; "
                             f"known: {', '.join(k for k in params if k not in ('self', 'args', 'kwargs'))}")
+        if key not in fields and key in hints:
+            check_param_type(f"{name}.{key}", _value(node, key, f"{name}.{key}"), hints[key], target.__name__)
+
+
+SIMPLE_TYPES = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
+
+
+def _hints(target) -> dict:
+    try:
+        return typing.get_type_hints(target.__init__)
+    except Exception:  # noqa: BLE001 - an annotation that cannot be resolved is left to the target
+        return {}
+
+
+def check_param_type(path: str, value, hint, target: str) -> None:
+    """A passed-through value against its parameter's annotation, where that is a plain bool/int/float/str (or
+    Optional of one); other annotations are left to the target itself."""
+    args = typing.get_args(hint)
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return
+        plain = [a for a in args if a is not type(None)]
+        hint = plain[0] if len(plain) == 1 else None
+    if hint not in SIMPLE_TYPES:
+        return
+    if hint is bool:
+        ok = isinstance(value, bool)
+    elif hint is int:
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif hint is float:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    else:
+        ok = isinstance(value, str)
+    if not ok:
+        raise UserError(f"{path}={value} must be {SIMPLE_TYPES[hint]} ({target} takes {path.split('.')[-1]}: "
+                        f"{hint.__name__})")
+
+
+def check_trainer(trainer: dict) -> None:
+    """Build ``pytorch_lightning.Trainer`` from the trainer group once (no logger, no checkpoints: nothing is
+    written): a value it rejects is one line naming the key, with Lightning's own message, before any training."""
+    import warnings
+
+    import pytorch_lightning as pl
+
+    def build(keys):
+        with warnings.catch_warnings():  # the probe says nothing; the real Trainer warns where it should
+            warnings.simplefilter("ignore")
+            pl.Trainer(**{k: trainer[k] for k in keys}, logger=False, enable_checkpointing=False)
+    try:
+        build(list(trainer))
+        return
+    except Exception as err:  # noqa: BLE001 - whatever Lightning raises is its message to the user
+        message = (str(err).strip().splitlines() or [type(err).__name__])[0]
+    keys = list(trainer)
+    for i in range(1, len(keys) + 1):  # the first key whose addition makes the Trainer refuse
+        try:
+            build(keys[:i])
+        except Exception:  # noqa: BLE001
+            raise UserError(f"trainer.{keys[i - 1]}={trainer[keys[i - 1]]}: {message}") from None
+    raise UserError(f"trainer: {message}")
 
 
 def _target_of(name: str, node):

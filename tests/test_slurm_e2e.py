@@ -249,3 +249,94 @@ def test_requeued_training_resumes_from_its_checkpoint(slurm_cluster, job_names,
     assert steps_logged == sorted(set(steps_logged)) and max(steps_logged) == REQUEUE_STEPS - 1
     assert min(steps_logged) < len(saved_before) * REQUEUE_EVERY, "rows from before the requeue are kept"
     assert sorted(p.name for p in run_dir.rglob(".hydra")) == [".hydra"]
+
+
+@pytest.mark.slurm
+def test_sweep_task_requeued_mid_record_computes_it_once(slurm_cluster, job_names, trained, tmp_path):
+    """``scontrol requeue`` of a running array task while it computes a record: the task stops on SIGTERM with
+    its claim released and nothing written, and the requeued task computes the record, once."""
+    import json
+    import time
+
+    from ddim_bench.evaluation.store import ResultStore
+    env = client_env(slurm_cluster, tmp_path / "cache", tmp_path / "root")
+    results, sweep = tmp_path / "results", tmp_path / "sweep"
+    cmd = [BIN / "ddim-bench-sweep", "-m", "hydra/launcher=slurm_cpu", "sampler.steps=40", "sampler.eta=0.0,1.0",
+           f"checkpoint={trained / 'checkpoints' / 'last.ckpt'}", "n_samples=400", "sampler.batch_size=8",
+           "metrics.bootstrap.replicates=10", f"paths.results_dir={results}", f"hydra.sweep.dir={sweep}",
+           "logger.wandb.mode=disabled", f"hydra.launcher.name={job_names('requeue-sweep')}",
+           f"hydra.launcher.timeout_min={JOB_TIME_MIN}"]
+    proc = subprocess.Popen([str(c) for c in cmd], env=env, cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        cells = results / "cells"
+        lock = wait_for(lambda: next(iter(cells.glob("*.lock")), None) if cells.is_dir() else None,
+                        SWEEP_TIMEOUT_S, interval=0.2, what="a task's claim")
+        pid = json.loads(lock.read_text())["pid"]
+        with open(f"/proc/{pid}/environ") as f:
+            task = dict(v.split("=", 1) for v in f.read().split("\0") if "=" in v)
+        job = f"{task['SLURM_ARRAY_JOB_ID']}_{task['SLURM_ARRAY_TASK_ID']}"
+        key = lock.name[: -len(".lock")]
+        requeued_at = time.time()
+        run(["scontrol", "requeue", job], slurm_cluster["env"], 30)
+        assert not (cells / f"{key}.json").exists(), "the record was done before the requeue: make it longer"
+        wait_for(lambda: "Restarts=1" in run(["scontrol", "-o", "show", "job", job], slurm_cluster["env"], 30).stdout,
+                 60, what="the requeue to be counted")
+        out, err = proc.communicate(timeout=REQUEUE_TIMEOUT_S)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, f"{out[-2000:]}\n{err[-3000:]}"
+    store = ResultStore(str(results))
+    record = store.record(key)
+    assert record is not None and record["created"] >= time.strftime("%Y-%m-%dT%H:%M:%S",
+                                                                      time.localtime(requeued_at - 1))
+    assert len(store.records()) == 2 and not list(cells.glob("*.lock")) and not (cells / "corrupt").exists()
+    logs = "".join(p.read_text(errors="replace") for p in (sweep / ".submitit" / job).glob("*_log.err"))
+    # both attempts' logs: the first stopped on SIGTERM, released the claim; the second found it free and computed
+    first, _, second = logs.partition("stopped by SIGTERM: the record in progress was not written and its claim "
+                                      "is released")
+    assert second, logs[-3000:]
+    assert "taking it over" not in second and ", skipped" not in second, second[-3000:]
+    assert logs.count("S=40 η = 0") + logs.count("S=40 η = 1") == 1, logs[-3000:]  # the record's line, once
+    assert "0 done before, 1 computed now" in second and "0 failed, 0 missing" in second
+
+
+@pytest.mark.slurm
+def test_sweep_warned_of_its_time_limit_requeues_itself_and_finishes(slurm_cluster, job_names, trained, tmp_path):
+    """The job's warning signal (``slurm.signal``, USR1 here) mid-record, sent as SLURM sends it before the time
+    limit (to the job's steps; sent by hand, since SLURM may send it up to a minute early): the task stops with
+    its claim released and requeues itself; the next start finishes every record, each once."""
+    import json
+
+    from ddim_bench.evaluation.store import ResultStore
+    env = client_env(slurm_cluster, tmp_path / "cache", tmp_path / "root")
+    results, output = tmp_path / "results", tmp_path / "slurm.out"
+    command = "echo start restart_count=${SLURM_RESTART_COUNT:-0}; srun " + app(
+        "ddim-bench-sweep", f"checkpoint={trained / 'checkpoints' / 'last.ckpt'}", "grid.steps=[20,21,22]",
+        "grid.eta=[0.0]", "grid.hat=false", "n_samples=200", "sampler.batch_size=8", "metrics.bootstrap.replicates=10",
+        f"paths.results_dir={results}", f"hydra.run.dir={tmp_path / 'run'}", "logger.wandb.mode=disabled",
+        "slurm.signal=USR1@90")
+    job = sbatch(env, job_names("limit"), output, command, "--signal=USR1@90", "--requeue", "--open-mode=append",
+                 "--ntasks=1", "--cpus-per-task=1")
+    cells = results / "cells"
+    lock = wait_for(lambda: next(iter(cells.glob("*.lock")), None) if cells.is_dir() else None, SWEEP_TIMEOUT_S,
+                    interval=0.2, what="the sweep's first claim")
+    key = lock.name[: -len(".lock")]
+    assert json.loads(lock.read_text())["pid"]
+    run(["scancel", "--signal=USR1", job], slurm_cluster["env"], 30)
+
+    def finished():
+        state = job_state(slurm_cluster, job)
+        return (state or "GONE") if state not in RUNNING_STATES else None
+
+    state = wait_for(finished, REQUEUE_TIMEOUT_S, interval=1, what="the requeued start to finish the sweep")
+    log = output.read_text(errors="replace")
+    assert state in {"COMPLETED", "GONE"}, f"job ended {state}:\n{log[-3000:]}"
+    first, _, rerun = log.partition("start restart_count=1")
+    assert "stopped by SIGUSR1: the record in progress was not written and its claim is released" in first, log
+    assert f"job {job} requeued" in first and rerun, log[-3000:]
+    assert log.count("η = 0 uniform: FID ") == 3, log[-3000:]  # each record's line once over both starts
+    assert ResultStore(str(results)).record(key) is not None
+    assert len(ResultStore(str(results)).records()) == 3 and not list(cells.glob("*.lock"))
+    assert rerun.rstrip().endswith("0 failed, 0 missing"), rerun[-2000:]

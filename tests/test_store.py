@@ -1,4 +1,5 @@
 """The results store on real files: checksums catch damaged cells, claims keep two processes off one cell."""
+import errno
 import json
 import os
 import signal
@@ -194,22 +195,87 @@ def test_lock_of_a_dead_process_is_taken_over(tmp_path, capfd, death):
     assert not lock.exists() and not [n for n in os.listdir(tmp_path / "cells") if "stale" in n or "tmp" in n]
 
 
-def write_lock(path, **fields):
+def write_lock(path, age_s=0.0, **fields):
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps({**cell_locks.owner_info(), **fields}))
+    os.utime(path, (time.time() - age_s, time.time() - age_s))  # last renewed age_s ago
 
 
 def test_reused_pid_and_other_hosts(tmp_path):
-    store, key = ResultStore(str(tmp_path), lock_max_age_s=3600), "r" * 20
+    store, key = ResultStore(str(tmp_path), lease_s=3600), "r" * 20
     lock = tmp_path / "cells" / (key + ".lock")
     write_lock(lock, pid_start=1)  # our pid, but another process's start time
     with store.claim(key) as held:
         assert held is not None and not store.claim(key)  # held by a live process (us): refused
-    write_lock(lock, host="elsewhere", created=time.time() - 60)
-    assert store.claim(key) is None  # another host, young: live
-    write_lock(lock, host="elsewhere", created=time.time() - 7200)
+    write_lock(lock, host="elsewhere", age_s=60)
+    assert store.claim(key) is None  # another host, renewed a minute ago: live
+    assert store.holder(key)["host"] == "elsewhere" and 55 < store.holder(key)["age_s"] < 120
+    write_lock(lock, host="elsewhere", age_s=7200, lease_s=None)  # an old-format claim: the reader's lease
     with store.claim(key) as held:
         assert held is not None
+    write_lock(lock, host="elsewhere", age_s=400, lease_s=600)  # the holder's own lease decides
+    assert store.claim(key) is None and store.holder(key)["stale"] is None
+
+
+LEASED = textwrap.dedent("""
+    import os, sys, time
+    from ddim_bench.evaluation.store import LostClaim, ResultStore
+    root, key = sys.argv[1], sys.argv[2]
+    store = ResultStore(root, lease_s=float(sys.argv[3]))
+    handle = store.claim(key)
+    print("claimed" if handle else "refused", flush=True)
+    while not os.path.exists(os.path.join(root, "put")):
+        time.sleep(0.05)
+    try:
+        store.put(key, {"key": key, "by": os.getpid()}, files={".samples.pt": b"old holder"}, claim=handle)
+        print("written", flush=True)
+    except LostClaim as e:
+        print("lost:", e, flush=True)
+    handle.release()
+""")
+
+
+def test_lease_is_renewed_and_a_lapsed_holder_writes_nothing(tmp_path, capfd):
+    """A holder on a pretended other host keeps its claim by renewing it; stopped (a hung node), its claim lapses
+    after the lease and is taken over; woken up, it writes nothing over the new holder's record."""
+    key, lease = "h" * 20, 2.0
+    holder = python("-c", LEASED, str(tmp_path), key, str(lease))
+    assert holder.stdout.readline().strip() == "claimed"
+    lock = tmp_path / "cells" / (key + ".lock")
+    lock.write_text(lock.read_text().replace(f'"host": "{socket.gethostname()}"', '"host": "node-b"'))
+    assert json.loads(lock.read_text())["host"] == "node-b"  # no pid check: only the lease decides
+    store = ResultStore(str(tmp_path), lease_s=lease)
+    time.sleep(2 * lease)
+    assert store.claim(key) is None, "a renewed claim is live, however old"
+    assert store.holder(key)["age_s"] < lease / 2
+    holder.send_signal(signal.SIGSTOP)
+    try:
+        time.sleep(lease + 1.0)
+        capfd.readouterr()
+        mine = store.claim(key)
+        assert mine is not None
+        assert f"{lock} was left by pid {holder.pid} on node-b (not renewed for" in capfd.readouterr().err
+        store.put(key, {"key": key, "by": os.getpid()}, files={".samples.pt": b"new holder"}, claim=mine)
+    finally:
+        holder.send_signal(signal.SIGCONT)
+    (tmp_path / "put").touch()
+    out, err = holder.communicate(timeout=60)
+    assert holder.returncode == 0, err
+    assert out.startswith("lost:") and "taken over" in out, out
+    assert store.record(key)["by"] == os.getpid()
+    assert (tmp_path / "cells" / (key + ".samples.pt")).read_bytes() == b"new holder"
+    assert json.loads(lock.read_text())["token"] == mine.owner["token"], "the old holder left our claim alone"
+    mine.release()
+    assert not lock.exists()
+
+
+def test_a_filesystem_without_hard_links_is_one_line(tmp_path, monkeypatch):
+    def no_links(src, dst, *a, **k):
+        raise OSError(errno.EPERM, "Operation not permitted")
+    monkeypatch.setattr(os, "link", no_links)
+    with pytest.raises(UserError, match=r"paths.results_dir=.* cannot hold cell claims: it has no hard links"):
+        ResultStore(str(tmp_path)).check_writable()
+    assert sorted(os.listdir(tmp_path / "cells")) == []
 
 
 def test_claim_of_a_finished_cell_is_refused(tmp_path):

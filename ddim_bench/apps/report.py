@@ -18,7 +18,7 @@ from ddim_bench import cli, schema
 from ddim_bench.errors import UserError
 from ddim_bench.evaluation.record import CellRecord
 from ddim_bench.io import atomic_write
-from ddim_bench.reporting import aggregate, figures, samplers, table1
+from ddim_bench.reporting import aggregate, figures, samplers, status, table1
 
 
 def write_csv(path: str, columns: list[str], rows: list[list]) -> str:
@@ -61,6 +61,10 @@ def make_report(results_dir: str, paper_setting: str = "auto", bootstrap=None, c
     if extra:
         paths["samplers"] = os.path.join(out, "samplers.md")
         atomic_write(paths["samplers"], extra["markdown"])
+    by_sweep = status.states(results)
+    if status.missing_rows(by_sweep):
+        paths["missing_csv"] = write_csv(os.path.join(out, "missing.csv"), ["sweep", "record", "key", "state", "holder"],
+                                         status.missing_rows(by_sweep))
     claims, claims_md = make_claims(records, results, compare, mine)
     if claims_md:
         paths["claims"] = os.path.join(out, "claims.md")
@@ -70,7 +74,8 @@ def make_report(results_dir: str, paper_setting: str = "auto", bootstrap=None, c
     if grid:
         paths["consistency_grid"] = grid
     return {"records": records, "rows": rows, "paths": paths, "markdown": md, "claims": claims,
-            "claims_markdown": claims_md, "protocol": proto, "samplers": extra}
+            "claims_markdown": claims_md, "protocol": proto, "samplers": extra,
+            "status": status.status_lines(by_sweep)}
 
 
 def comparison_inputs(records: list[dict], results, bootstrap) -> dict:
@@ -156,6 +161,11 @@ def reconstruction_by_steps(recs: list[dict]) -> dict | None:
 @cli.app(schema.ReportApp)
 def _main(cfg: DictConfig) -> None:
     from ddim_bench.tracking.runs import log_report
+    if cfg.status:  # the status view: nothing is written
+        from ddim_bench.evaluation.store import ResultStore
+        print("\n".join(status.status_lines(status.states(ResultStore(cfg.results_dir)))
+                        or [f"results_dir={cfg.results_dir} has no sweeps yet"]))
+        return
     rep = make_report(cfg.results_dir, cfg.paper, cfg.bootstrap, cfg.claims)
     extra = {}
     if os.path.isdir(os.path.join(cfg.results_dir, "reconstruction")):
@@ -168,6 +178,7 @@ def _main(cfg: DictConfig) -> None:
     if rep["claims_markdown"]:
         print(rep["claims_markdown"])
     print(f"protocol: {rep['protocol']}")
+    print("\n".join(rep["status"]))
     names = sorted(os.path.basename(p) for p in {**rep["paths"], **extra.get("paths", {})}.values()
                    if os.path.dirname(p) == os.path.join(cfg.results_dir, "report"))
     print(f"report: {os.path.join(cfg.results_dir, 'report')}/ ({', '.join(names)})")

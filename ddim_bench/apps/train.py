@@ -38,6 +38,7 @@ def build_callbacks(cfg: DictConfig, out: str, dm) -> list[pl.Callback]:
 def train(cfg: DictConfig) -> DiffusionModule:
     from ddim_bench import tracking
     validation.check_accelerator("trainer.accelerator", cfg.trainer.accelerator)
+    validation.check_trainer(config.plain(cfg.trainer))
     T = cfg.diffusion.num_timesteps
     validation.check_steps([cfg.callbacks.sample_grid.steps], T, "callbacks.sample_grid.steps")
     validation.check_steps([cfg.callbacks.fid.steps], T, "callbacks.fid.steps")

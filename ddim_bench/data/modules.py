@@ -91,6 +91,8 @@ class DigitsDataModule(ImageDataModule):
         super().__init__(resolution, batch_size, num_workers, flip)
         if resolution not in (8, 16, 32):
             raise UserError(f"data.resolution={resolution} is not supported for digits; use 8, 16 or 32")
+        if not 0 <= test_size < 1797:
+            raise UserError(f"data.test_size={test_size} must be in [0, 1796] (digits has 1797 images)")
         self.test_size, self.split_seed = test_size, split_seed
         self._splits = None
 
@@ -179,6 +181,8 @@ class ImageFolderDataModule(ImageDataModule):
     def __init__(self, root: str, resolution: int = 64, batch_size: int = 128, num_workers: int = 4,
                  flip: bool = True, crop: dict | None = None, test_size: int = 0):
         super().__init__(resolution, batch_size, num_workers, flip)
+        if test_size < 0:
+            raise UserError(f"data.test_size={test_size} must be >= 0 (images held out for the test split)")
         self.root, self.crop, self.test_size = root, dict(crop) if crop else None, test_size
 
     def _files(self):

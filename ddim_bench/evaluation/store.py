@@ -4,7 +4,7 @@ Layout under ``<root>/cells/``::
 
     <key>.json          {"format": 2, "sha256": ..., "record": {...}, "files": {".samples.pt": {"sha256", "bytes"}}}
     <key>.samples.pt    side files (kept images, features…), written before the record
-    <key>.lock          held while a process computes the cell (see ``cell_locks.py``)
+    <key>.lock          the claim of the process computing the cell, a renewed lease (see ``cell_locks.py``)
     corrupt/            records and side files that failed verification, moved aside (never deleted)
 
 ``sha256`` is taken over the canonical JSON (sorted keys, no spaces) of ``{"record", "files"}``; each side file's
@@ -21,7 +21,8 @@ import os
 import sys
 import time
 
-from ddim_bench.evaluation.cell_locks import DEFAULT_MAX_AGE_S, CellClaim, claim_lock
+from ddim_bench.evaluation import cell_locks
+from ddim_bench.evaluation.cell_locks import DEFAULT_LEASE_S, CellClaim, claim_lock
 from ddim_bench.io import atomic_write
 
 FORMAT = 2
@@ -63,17 +64,21 @@ class Corrupt(Exception):
         self.path, self.record_id = path, record_id
 
 
+class LostClaim(Exception):
+    """The claim of a cell was taken over (not renewed in time) before its record was written."""
+
+
 class ResultStore:
     """Records and side files of finished cells under ``<root>/cells``, checksummed, plus per-cell claims.
 
-    ``lock_max_age_s``: a lock held by a process on *another* host is taken to be live until it is this old
-    (seconds; liveness of a remote pid cannot be checked).  Locks of this host are checked by pid and start time.
+    ``lease_s``: this process's claims are renewed every ``lease_s / 10`` seconds and count as abandoned when not
+    renewed for ``lease_s`` (on any host); a claim of a dead process on this host is taken over at once.
     """
 
-    def __init__(self, root: str, lock_max_age_s: float = DEFAULT_MAX_AGE_S):
+    def __init__(self, root: str, lease_s: float = DEFAULT_LEASE_S):
         self.root = root
         self.cells = os.path.join(root, "cells")
-        self.lock_max_age_s = lock_max_age_s
+        self.lease_s = float(lease_s)
         self._checked: dict[str, tuple] = {}  # side file -> (identity, sha256) verified by this object
 
     def path(self, key: str, suffix: str = ".json") -> str:
@@ -87,16 +92,23 @@ class ResultStore:
             os.makedirs(self.cells, exist_ok=True)
             atomic_write(os.path.join(self.cells, f".write-test-{os.getpid()}"), b"")
             os.unlink(os.path.join(self.cells, f".write-test-{os.getpid()}"))
+            lacking = cell_locks.check_filesystem(self.cells)
         except OSError as e:
             raise UserError(f"results folder {self.root} is not writable ({e.strerror or e}); "
                             f"set paths.results_dir to a writable folder") from None
+        if lacking:
+            raise UserError(f"paths.results_dir={self.root} is on a filesystem that cannot hold cell claims: "
+                            f"{lacking}; use a local disk, NFS, Lustre or GPFS folder")
 
-    def put(self, key: str, record: dict, files: dict | None = None, *, samples=None) -> None:
+    def put(self, key: str, record: dict, files: dict | None = None, *, samples=None,
+            claim: CellClaim | None = None) -> None:
         """Side files first, record last: a record on disk means the cell is complete.
 
         ``files`` maps a suffix (``".samples.pt"``, ``".features.pt"``…) to bytes or an object for ``torch.save``;
-        ``samples=x`` is shorthand for ``files={".samples.pt": x}``.
+        ``samples=x`` is shorthand for ``files={".samples.pt": x}``.  With ``claim``, nothing is written unless the
+        claim is still held (checked before the side files and again before the record): raises ``LostClaim``.
         """
+        self._check_held(claim)
         files = dict(files or {})
         if samples is not None:
             files[".samples.pt"] = samples
@@ -107,9 +119,14 @@ class ResultStore:
             data = _to_bytes(value)
             atomic_write(self.path(key, suffix), data)
             listed[suffix] = {"sha256": _sha256(data), "bytes": len(data)}
+        self._check_held(claim)
         body = json.loads(json.dumps({"record": record, "files": listed}, default=str))  # what reading gives back
         doc = {"format": FORMAT, "sha256": _sha256(_canonical(body)), **body}
         atomic_write(self.path(key), json.dumps(doc, indent=1, sort_keys=True) + "\n")
+
+    def _check_held(self, claim: CellClaim | None) -> None:
+        if claim is not None and not claim.held():
+            raise LostClaim(f"{claim.path}: {claim.lost}")
 
     # ------------------------------------------------------------------ reading and verifying
     def _read(self, key: str) -> tuple[dict, dict, tuple] | None:
@@ -247,8 +264,21 @@ class ResultStore:
     def claim(self, key: str) -> CellClaim | None:
         """Claim the cell before computing it: a handle (a context manager that releases it), or None when another
         live process holds the cell or it is already done (checked again after claiming)."""
-        handle = claim_lock(self.path(key, ".lock"), max_age_s=self.lock_max_age_s)
+        handle = claim_lock(self.path(key, ".lock"), lease_s=self.lease_s)
         if handle is not None and self.has(key):
             handle.release()
             return None
         return handle
+
+    def holder(self, key: str) -> dict | None:
+        """Who holds the cell's claim: ``{"host", "pid", "age_s" (since its last renewal), "lease_s", "stale" (why
+        it is abandoned, or None)}``; None when there is no claim."""
+        path = self.path(key, ".lock")
+        got = cell_locks.read_lock(path)
+        if got is None:
+            return None
+        owner, st = got
+        now = cell_locks.fs_now(self.cells)
+        return {"host": owner.get("host"), "pid": owner.get("pid"), "age_s": cell_locks.heartbeat_age(st, now),
+                "lease_s": float(owner.get("lease_s") or self.lease_s),
+                "stale": cell_locks.stale_reason(owner, st, now, self.lease_s)}

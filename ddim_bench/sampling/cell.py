@@ -86,6 +86,9 @@ def cells_from_config(cfg, multirun: bool = False) -> list[Cell]:
             raise ValueError(f"{key}={name} is not a sampler; choose one of {', '.join(SAMPLERS)}")
     if multirun or not g.steps:
         return [Cell(s.steps, s.eta, s.variance, s.skip, s.clip_x0, s.name)]
+    if "ddim" in g.samplers and not g.eta and not g.hat:
+        raise ValueError("grid.eta=[] is empty, so the ddim rows have no cells; give at least one value, "
+                         "e.g. grid.eta=[0.0]")
     cells = []
     for name in g.samplers:
         if name == "ddim":
