@@ -27,7 +27,7 @@ class Dist:
         from lightning_fabric import Fabric
         from lightning_fabric.strategies import DDPStrategy
         world = int(cfg_eval.devices) * int(cfg_eval.num_nodes)
-        timeout = timedelta(seconds=float(cfg_eval.get("timeout_s", 1800)))
+        timeout = timedelta(seconds=float(getattr(cfg_eval, "timeout_s", 1800)))
         strategy = DDPStrategy(timeout=timeout) if world > 1 else "auto"
         self.fabric = Fabric(accelerator=cfg_eval.accelerator, devices=cfg_eval.devices,
                              num_nodes=cfg_eval.num_nodes, strategy=strategy)
