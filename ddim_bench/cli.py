@@ -144,6 +144,14 @@ def overridden(group: str) -> set[str]:
     return keys
 
 
+def choice(group: str) -> str:
+    """The option of config group ``group`` this run composed (``grid=paper`` → "paper"), "" outside Hydra."""
+    from hydra.core.hydra_config import HydraConfig
+    if not HydraConfig.initialized():
+        return ""
+    return str(HydraConfig.get().runtime.choices.get(group) or "")
+
+
 def check_secrets(argv: list[str]) -> None:
     """A secret on the command line would land in Hydra's .hydra/*.yaml files: refuse it before Hydra starts."""
     from ddim_bench.tracking.settings import is_secret_key

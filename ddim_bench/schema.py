@@ -55,7 +55,7 @@ class Fast:
 class Sampler:
     name: str = "ddim"
     steps: int = spec(50, min=1)
-    eta: float = spec(0.0, min=0)
+    eta: float = spec(0.0, min=0, max=1, help="the paper's η: 0 = DDIM, 1 = DDPM")
     skip: str = spec("uniform", choices=SKIPS)
     variance: str = spec("eta", choices=VARIANCES)
     clip_x0: bool = False
@@ -67,7 +67,7 @@ class Sampler:
 class Grid:
     samplers: List[str] = spec(factory=lambda: ["ddim"], listed="values")
     steps: List[int] = spec(factory=list, min=1, listed="or-empty")   # empty: no grid, the one sampler.* cell
-    eta: List[float] = spec(factory=list, min=0, listed="or-empty")   # needed by ddim rows (see cells_from_config)
+    eta: List[float] = spec(factory=list, min=0, max=1, listed="or-empty", help="the paper's η: 0 = DDIM, 1 = DDPM")   # needed by ddim rows (see cells_from_config)
     hat: bool = False
     skip: str = spec("uniform", choices=SKIPS)
     ddim_at_nfe: bool = False  # also DDIM η = 0 at each other sampler's NFE, for the paired comparison

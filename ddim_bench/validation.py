@@ -102,7 +102,7 @@ def check_value(path: str, v, meta, shown=None) -> None:
     if "min" in meta and v < meta["min"]:
         raise UserError(f"{path}={shown} must be >= {meta['min']}" + (f" ({meta['help']})" if meta.get("help") else ""))
     if "max" in meta and v > meta["max"]:
-        raise UserError(f"{path}={shown} must be <= {meta['max']}")
+        raise UserError(f"{path}={shown} must be <= {meta['max']}" + (f" ({meta['help']})" if meta.get("help") else ""))
     if "below" in meta and v >= meta["below"]:
         raise UserError(f"{path}={shown} must be < {meta['below']}")
 

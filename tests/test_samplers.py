@@ -350,3 +350,22 @@ def test_bad_arguments_raise_one_clear_line(kwargs, words):
                     eta=args["eta"], generator=args["generator"])
     msg = str(err.value)
     assert "\n" not in msg and all(w in msg for w in words), msg
+
+
+def test_a_sweep_cell_passes_the_options_its_sampler_uses():
+    """``ddim_diffusers`` honours η: a cell with η = 1 is stochastic, reproducible per seed block and differs from
+    η = 0; before, the sweep dropped η for every sampler but ours and stored identical samples under two keys."""
+    from ddim_bench.sampling.cell import Cell
+    from ddim_bench.sampling.generate import generate
+    model = GaussianEps(ALPHAS).float()
+
+    def images(eta, seed=0):
+        out = []
+        generate(model, ALPHAS, Cell(10, eta, sampler="ddim_diffusers"), [0, 1, 2], (3, 4, 4), seed, 3, "cpu",
+                 lambda im, idx: out.append(im))
+        return torch.cat(out).float()
+
+    assert Cell(10, 1.0, sampler="ddim_diffusers").row != Cell(10, 0.0, sampler="ddim_diffusers").row
+    assert not Cell(10, 1.0, sampler="ddim_diffusers").deterministic
+    assert torch.equal(images(1.0), images(1.0)) and not torch.equal(images(1.0), images(0.0))
+    assert not torch.equal(images(1.0), images(1.0, seed=1))

@@ -170,3 +170,12 @@ def test_mixed_sampler_grid_counts_nfe_and_resumes(sweep_cfg, tmp_path):
         same = (results.samples(by[name]["key"]).float() - ddim0).pow(2).mean()
         other = (results.samples(by[name]["key"]).float() - ddim0.roll(1, 0)).pow(2).mean()
         assert same < other, name
+
+
+def test_a_classifier_of_other_data_is_named_before_any_work(sweep_cfg, tmp_path, capsys):
+    """metrics=mnist on a digits checkpoint scores with a network trained on MNIST: said in one warning line."""
+    sweep.prepare(sweep_cfg(tmp_path / "r", "metrics=mnist"), False)
+    err = capsys.readouterr().err
+    assert "warning: metrics=mnist scores with a classifier trained on mnist images, but data=digits" in err
+    sweep.prepare(sweep_cfg(tmp_path / "r"), False)
+    assert "warning" not in capsys.readouterr().err

@@ -251,3 +251,27 @@ def test_calculate_metrics_end_to_end():
     assert res["is_mean"].value == pytest.approx(tf["inception_score_mean"], rel=1e-9)
     assert res["precision"].value == pytest.approx(tf["precision"], abs=1e-7)
     assert res["recall"].value == pytest.approx(tf["recall"], abs=1e-7)
+
+
+def test_small_n_intervals_stay_in_each_metrics_support(ref):
+    """At N = 16 on 1-d features (a small FID with a skewed bootstrap) the centred replicates of FID reach below 0
+    and recall's above 1; the interval ends stay where the metric can be: FID >= 0, IS >= 1, precision and recall
+    in [0, 1]."""
+    gen, ref = gaussian(16, 3, shift=0.0, scale=1.0), gaussian(1000, 99, shift=0.0, scale=1.0)
+    gen["f"], ref["f"] = gen["f"][:, :1], ref["f"][:, :1]
+    res = U.bootstrap_metrics(gen, ref, LAYERS, replicates=200, seed=0, **KID)
+    raw = {k: U.percentile_interval(iv.value, iv.draws) for k, iv in res.items()}
+    assert raw["fid"].lo < 0 and raw["recall"].hi > 1, "the unclipped ends leave the support here"
+    assert 0 <= res["fid"].lo <= res["fid"].value <= res["fid"].hi == raw["fid"].hi
+    assert 0 <= res["recall"].lo <= res["recall"].value <= res["recall"].hi <= 1
+    assert 0 <= res["precision"].lo <= res["precision"].hi <= 1 and res["is_mean"].lo >= 1
+    assert res["kid_mean"].lo == raw["kid_mean"].lo, "KID's estimator can be negative: its ends are not moved"
+
+
+def test_aggregated_intervals_stay_in_the_support():
+    from ddim_bench.reporting.aggregate import combined_interval
+    recs = [{"fid_lo": -0.4, "fid_hi": 2.0, "recall_lo": 0.8, "recall_hi": 1.14}]
+    assert combined_interval(0.9, recs, "fid") == (0.0, 2.0)
+    assert combined_interval(0.97, recs, "recall") == (0.8, 1.0)
+    lo, hi = combined_interval(0.2, recs * 2, "fid")
+    assert lo == 0.0 and hi > 0.2

@@ -31,7 +31,7 @@ def prepare(cfg: DictConfig, multirun: bool) -> dict:
     from ddim_bench.evaluation import metrics
     from ddim_bench.evaluation.store import ResultStore
     from ddim_bench.reporting import user_claims
-    cells = cells_from_config(cfg, multirun)
+    cells = cells_from_config(cfg, multirun, cli.overridden("sampler"), cli.choice("grid"))
     claims = user_claims.plain(cfg.claims)
     if not multirun:  # a multirun job has one cell: its claims are checked by the report
         user_claims.check(claims, cells, cfg.metrics)
@@ -47,6 +47,9 @@ def prepare(cfg: DictConfig, multirun: bool) -> dict:
     validation.check_steps([c.steps for c in cells], schedule["num_timesteps"],
                            "sampler.steps" if len(cells) == 1 else "grid.steps")
     shape = loaded.shape
+    warning = metrics.data_mismatch(cfg.metrics, dm.name)
+    if warning:
+        say(warning)
     ref = dm.reference(cfg.reference.split)
     validation.check_resolution(config.image_shape(ref, dm), shape, dm.name, cfg.checkpoint)
     ref_n = len(ref) if cfg.reference.n is None else int(cfg.reference.n)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import sys
 
 import hydra
 import pytorch_lightning as pl
@@ -48,8 +49,11 @@ def train(cfg: DictConfig) -> DiffusionModule:
     # a missing dataset root or a model that does not fit the images stops here, before anything is written
     validation.check_resolution(config.image_shape(dm.reference("train"), dm), model_shape, dm.name)
     if cfg.callbacks.fid.every_n_steps:
-        from ddim_bench.evaluation.metrics import check_extractor
+        from ddim_bench.evaluation.metrics import check_extractor, data_mismatch
         check_extractor(cfg.metrics, cfg.download)
+        warning = data_mismatch(cfg.metrics, dm.name)
+        if warning and cli.launcher_rank() == 0:
+            print(warning, file=sys.stderr, flush=True)
     # a bad ckpt_path stops here; a truncated last.ckpt falls back to an older checkpoint
     resume = find_resume(cfg.ckpt_path, cfg.paths.output_dir, say=cli.launcher_rank() == 0)
     if resume.path and cli.launcher_rank() == 0:

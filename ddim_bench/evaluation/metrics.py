@@ -27,7 +27,7 @@ from ddim_bench.errors import UserError
 from ddim_bench.evaluation.dinov2 import NAMES as DINOV2_NAMES
 from ddim_bench.evaluation.moments import Moments, fid as fid_of_moments
 
-__all__ = ["Scorer", "MissingWeightsError", "check_extractor", "concat_features", "torchmetrics_fid",
+__all__ = ["Scorer", "MissingWeightsError", "check_extractor", "data_mismatch", "concat_features", "torchmetrics_fid",
            "REFERENCE_COMPUTATIONS"]
 
 # How many reference feature sets were actually computed (not loaded from the cache) in this process.
@@ -50,6 +50,19 @@ def check_extractor(metrics_cfg, download: bool = False) -> str:
     else:
         digits_settings(**classifier_settings(metrics_cfg))
     return name
+
+
+def data_mismatch(metrics_cfg, data_name: str) -> str | None:
+    """A warning when a digit classifier trained on one dataset scores images of another (``metrics=mnist`` on a
+    digits checkpoint): its features were never fitted to those images.  None when they match or for other
+    extractors."""
+    if extractor_name(metrics_cfg) != DIGITS:
+        return None
+    trained_on = classifier_settings(metrics_cfg).get("dataset", "digits")
+    if data_name not in ("digits", "mnist") or trained_on == data_name:
+        return None
+    return (f"warning: metrics={metrics_cfg.get('extractor')} scores with a classifier trained on {trained_on} "
+            f"images, but data={data_name}; use metrics={data_name} for numbers on this data's own features")
 
 
 def concat_features(parts) -> dict:

@@ -39,12 +39,23 @@ import torch
 from ddim_bench.evaluation.draws import fid_draws, isc_draws, kid_draws
 from ddim_bench.evaluation.prc import prc_draws
 
-__all__ = ["Interval", "METRIC_KEYS", "resample_indices", "percentile_interval", "bootstrap_metrics",
+__all__ = ["Interval", "METRIC_KEYS", "SUPPORT", "clip_to_support", "resample_indices", "percentile_interval", "bootstrap_metrics",
            "paired_difference", "unpaired_difference", "combine_blocks", "aggregate_blocks", "verdict"]
 
 # Metric family (as in ``metrics=``) → the keys it produces.
 METRIC_KEYS = {"fid": ("fid",), "kid": ("kid_mean",), "isc": ("is_mean",), "prc": ("precision", "recall")}
 _FAMILY = {key: fam for fam, keys in METRIC_KEYS.items() for key in keys}
+# The values each metric's estimator can take.  FID is a squared distance (>= 0); IS is exp of a mean KL (>= 1);
+# precision and recall are fractions.  KID's estimator is unbiased and can be negative: no bound.
+SUPPORT = {"fid": (0.0, math.inf), "is_mean": (1.0, math.inf), "precision": (0.0, 1.0), "recall": (0.0, 1.0),
+           "kid_mean": (-math.inf, math.inf)}
+
+
+def clip_to_support(metric: str, lo: float, hi: float) -> tuple[float, float]:
+    """Interval ends moved into the metric's support: centring (or a normal approximation) can put an end of a
+    small-N interval where the metric cannot be, e.g. FID 2.5 [-0.45, 7.3]; the estimator never goes there."""
+    low, high = SUPPORT.get(metric, (-math.inf, math.inf))
+    return min(max(lo, low), high), max(min(hi, high), low)
 
 
 @dataclass
@@ -157,7 +168,7 @@ def bootstrap_metrics(gen: dict[str, torch.Tensor], ref: dict[str, torch.Tensor]
     ``prc`` falls back to the FID layer).  ``metrics``: families among fid, kid, isc, prc.  KID/IS settings as
     torch-fidelity's (and ``Scorer``'s: the KID subset size and the IS split count shrink to fit small sets).
     Returns {"fid", "kid_mean", "is_mean", "precision", "recall"} (those asked for) → :class:`Interval` whose
-    ``value`` is the metric on the full sets.
+    ``value`` is the metric on the full sets and whose ends lie in the metric's :data:`SUPPORT`.
     """
     _check_common(replicates, level)
     metrics = (metrics,) if isinstance(metrics, str) else tuple(metrics)
@@ -170,7 +181,9 @@ def bootstrap_metrics(gen: dict[str, torch.Tensor], ref: dict[str, torch.Tensor]
         idx = torch.cat([torch.arange(n)[None], resample_indices(n, replicates, seed)])
         for key, d in _draws(gen, ref, layers, family, idx, device, kid_subset_size=kid_subset_size,
                              kid_subsets=kid_subsets, isc_splits=isc_splits, rng_seed=rng_seed).items():
-            out[key] = percentile_interval(float(d[0]), d[1:], level, centered)
+            iv = percentile_interval(float(d[0]), d[1:], level, centered)
+            iv.lo, iv.hi = clip_to_support(key, iv.lo, iv.hi)
+            out[key] = iv
     return out
 
 

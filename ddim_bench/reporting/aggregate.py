@@ -54,12 +54,15 @@ def aggregate(records: list[dict]) -> list[dict]:
 
 def combined_interval(mean: float, recs: list[dict], name: str) -> tuple[float, float]:
     """The interval of the blocks' mean: each block's bootstrap half-width read as 1.96 standard errors, the
-    blocks independent, so se(mean) = √(Σ se_b²) / B (normal approximation; one block keeps its own ends)."""
+    blocks independent, so se(mean) = √(Σ se_b²) / B (normal approximation; one block keeps its own ends), the
+    ends kept in the metric's support (records written before that rule may hold an FID end below 0)."""
+    from ddim_bench.evaluation.uncertainty import clip_to_support
+    metric = {"kid": "kid_mean", "is": "is_mean"}.get(name, name)
     if len(recs) == 1:
-        return recs[0][f"{name}_lo"], recs[0][f"{name}_hi"]
+        return clip_to_support(metric, recs[0][f"{name}_lo"], recs[0][f"{name}_hi"])
     se = [(r[f"{name}_hi"] - r[f"{name}_lo"]) / (2 * 1.96) for r in recs]
     half = 1.96 * math.sqrt(sum(s * s for s in se)) / len(recs)
-    return mean - half, mean + half
+    return clip_to_support(metric, mean - half, mean + half)
 
 
 def spread(row: dict, metric: str = "fid") -> tuple[float, float] | None:

@@ -41,14 +41,14 @@ class Cell:
     def deterministic(self) -> bool:
         from ddim_bench.sampling.samplers import SAMPLERS
         if self.sampler != "ddim":
-            return not SAMPLERS[self.sampler].stochastic
+            return not SAMPLERS[self.sampler].stochastic and self.eta == 0
         return self.variance == "eta" and self.eta == 0
 
     @property
     def row(self) -> str:
         """The table row this cell belongs to: ``η = 0``, ``σ̂``, or another sampler's name."""
         if self.sampler != "ddim":
-            return self.sampler
+            return self.sampler + (f" η = {self.eta:g}" if self.eta else "")
         return "σ̂" if self.variance == "hat" else f"η = {self.eta:g}"
 
     @property
@@ -59,7 +59,7 @@ class Cell:
     def series(self) -> str:
         """ASCII name of the row, for W&B keys."""
         if self.sampler != "ddim":
-            return self.sampler
+            return self.sampler + (f"-eta={self.eta:g}" if self.eta else "")
         return "sigma_hat" if self.variance == "hat" else f"eta={self.eta:g}"
 
     @property
@@ -73,11 +73,16 @@ class Cell:
         return f"S{self.steps}-{row}-{self.skip}"
 
 
-def cells_from_config(cfg, multirun: bool = False) -> list[Cell]:
+# The sampler.* keys that define a cell (sampler.skip is checked apart: some grids take it over).
+CELL_KEYS = ("name", "steps", "eta", "variance")
+
+
+def cells_from_config(cfg, multirun: bool = False, given: set[str] = frozenset(), grid_name: str = "") -> list[Cell]:
     """The grid's cells — or, in a multirun job or with an empty grid, the one ``sampler.*`` cell.
 
-    The same setting gives the same cell either way (σ̂ is canonical), so a grid run and a multirun share
-    their records.
+    ``given``: the ``sampler.*`` keys set on the command line.  With a grid in force they would be ignored, so they
+    are refused instead (one rule: ``grid=none`` or ``-m`` makes ``sampler.*`` the cell).  The same setting gives
+    the same cell either way (σ̂ is canonical), so a grid run and a multirun share their records.
     """
     from ddim_bench.sampling.samplers import SAMPLERS, get_spec
     s, g = cfg.sampler, cfg.grid
@@ -85,7 +90,8 @@ def cells_from_config(cfg, multirun: bool = False) -> list[Cell]:
         if name not in SAMPLERS:
             raise ValueError(f"{key}={name} is not a sampler; choose one of {', '.join(SAMPLERS)}")
     if multirun or not g.steps:
-        return [Cell(s.steps, s.eta, s.variance, s.skip, s.clip_x0, s.name)]
+        return [single_cell(s, "skip" in given)]
+    check_grid_overrides(cfg, given, grid_name)
     if "ddim" in g.samplers and not g.eta and not g.hat:
         raise ValueError("grid.eta=[] is empty, so the ddim rows have no cells; give at least one value, "
                          "e.g. grid.eta=[0.0]")
@@ -101,3 +107,39 @@ def cells_from_config(cfg, multirun: bool = False) -> list[Cell]:
             if g.get("ddim_at_nfe") and "ddim" in g.samplers:  # DDIM η = 0 at the calls this sampler makes
                 cells += [Cell(spec.nfe(S), 0.0, "eta", g.skip, s.clip_x0) for S in g.steps]
     return list(dict.fromkeys(cells))
+
+
+def check_grid_overrides(cfg, given: set[str], grid_name: str) -> None:
+    """A ``sampler.*`` cell setting on the command line while a grid defines the cells: refused, not ignored."""
+    s, g = cfg.sampler, cfg.grid
+    grid = f"grid={grid_name}" if grid_name else "the grid"
+    for key in CELL_KEYS:
+        if key in given:
+            raise ValueError(f"sampler.{key}={s[key]} is not used: {grid} defines the cells (grid.steps="
+                             f"{list(g.steps)}); add grid=none to evaluate the one sampler.* cell, or run with -m "
+                             f"for one job per value")
+    if "skip" in given and g.skip != s.skip:
+        raise ValueError(f"sampler.skip={s.skip} is not used: {grid} sets grid.skip={g.skip}; set grid.skip={s.skip} "
+                         f"instead")
+
+
+def single_cell(s, skip_given: bool = False) -> Cell:
+    """The one ``sampler.*`` cell; a setting its sampler does not use is refused (it would only change the key).
+
+    A sampler that does not run on ``sampler.skip`` takes its own default spacing (as in a grid), unless the skip
+    was set on the command line (``skip_given``), which is then refused."""
+    from ddim_bench.sampling.samplers import get_spec
+    spec = get_spec(s.name)
+    defaults = {"eta": 0.0, "variance": "eta", "clip_x0": False}
+    for key, default in defaults.items():
+        if s.name != "ddim" and key not in spec.options and s[key] != default:
+            uses = ", ".join(f"sampler.{k}" for k in spec.options) or "none of eta, variance, clip_x0"
+            raise ValueError(f"sampler.{key}={s[key]} is not used by sampler.name={s.name} (it uses {uses}); "
+                             f"drop the override")
+    skip = s.skip
+    if skip not in spec.spacings:
+        if skip_given:
+            raise ValueError(f"sampler.skip={skip} is not a spacing of sampler.name={s.name}; choose one of "
+                             f"{', '.join(spec.spacings)}")
+        skip = spec.default_spacing
+    return Cell(s.steps, s.eta, s.variance, skip, s.clip_x0, s.name)

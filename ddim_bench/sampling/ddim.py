@@ -158,8 +158,8 @@ def sample(model: Model, x_T: torch.Tensor, alphas_cumprod: torch.Tensor, timest
     """
     if variance not in VARIANCES:
         raise ValueError(f"variance must be one of {VARIANCES}, got {variance!r}")
-    if eta < 0:
-        raise ValueError(f"eta must be >= 0, got {eta}")
+    if not 0 <= eta <= 1:
+        raise ValueError(f"eta must be in [0, 1] (the paper's η), got {eta}")
     alphas = alphas_cumprod.detach().double().cpu()  # python floats: no device sync inside the loop
     taus = list(timesteps)
     plan = []  # (i, t, α_t, α_prev, draws noise?) per model call, last τ first

@@ -43,7 +43,7 @@ def generate(model, alphas, cell: Cell, indices, shape, seed: int, batch_size: i
             return ddim.sample(counter, noise.initial(), alphas, taus, eta=cell.eta, variance=cell.variance,
                                clip_x0=cell.clip_x0, generator=noise if stochastic else None)
         return run_sampler(cell.sampler, counter, noise.initial(), alphas, cell.steps, spacing=cell.skip,
-                           generator=noise if stochastic else None)
+                           eta=cell.eta, clip_x0=cell.clip_x0, generator=noise if stochastic else None)
 
     if indices:  # warm-up batch, not timed
         run(indices[: min(len(indices), batch_size, 8)])

@@ -135,8 +135,8 @@ def run_sampler(name: str, model, x_T: torch.Tensor, alphas_cumprod: torch.Tenso
     """
     options = {"eta": eta, "variance": variance, "clip_x0": clip_x0}
     spec = check_args(name, len(alphas_cumprod), steps, spacing, **options)
-    if eta < 0:
-        raise ValueError(f"eta must be >= 0, got {eta}")
+    if not 0 <= eta <= 1:
+        raise ValueError(f"eta must be in [0, 1] (the paper's η), got {eta}")
     if isinstance(generator, (list, tuple, SampleNoise)) and len(generator) != x_T.shape[0]:
         raise ValueError(f"generator has {len(generator)} samples for a batch of {x_T.shape[0]}")
     kwargs = {k: options[k] for k in spec.options}
