@@ -144,6 +144,13 @@ def overridden(group: str) -> set[str]:
     return keys
 
 
+def given(key: str) -> bool:
+    """Whether ``key`` itself (``sweep_name=...``) was set on the command line."""
+    from hydra.core.hydra_config import HydraConfig
+    return HydraConfig.initialized() and any(o.split("=", 1)[0].lstrip("+~") == key
+                                             for o in HydraConfig.get().overrides.task)
+
+
 def choice(group: str) -> str:
     """The option of config group ``group`` this run composed (``grid=paper`` → "paper"), "" outside Hydra."""
     from hydra.core.hydra_config import HydraConfig

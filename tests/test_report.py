@@ -94,3 +94,55 @@ def test_grid_labels_draw_greek_letters_not_empty_boxes():
     out = labelled(grid, ["S=10", "S=20"], ["η = 0"], (19, 19)).numpy()
     assert out.shape == (3, 38, 104)
     assert (out[:, 18:, :64] < 128).any() and (out[:, :18, 64:] < 128).any()
+
+
+@pytest.fixture(scope="module")
+def two_sizes(swept, trained, tmp_path_factory, compose):
+    """The N = 40 sweep plus a sweep "small" of N = 16 in the same folder."""
+    import shutil
+    folder = tmp_path_factory.mktemp("mixed") / "results"
+    shutil.copytree(swept, folder)
+    sweep.run_sweep(compose("sweep", f"checkpoint={trained / 'checkpoints' / 'last.ckpt'}",
+                            f"paths.results_dir={folder}", "n_samples=16", f"hydra.run.dir={folder}/run",
+                            "logger.wandb.mode=disabled", "grid.steps=[3,6]", "grid.eta=[0.0,1.0]", "grid.hat=false",
+                            "sweep_name=small", "metrics.bootstrap.replicates=20"))
+    return folder
+
+
+def test_a_folder_with_two_sample_counts_is_reported_per_n(two_sizes):
+    """Before, the claims stopped with "paired sets must have the same sample count" and cells of N = 16 and 40
+    were averaged into one row."""
+    rep = report.make_report(str(two_sizes), bootstrap={"replicates": 20, "level": 0.95, "seed": 0})
+    assert rep["setups"] == ["N = 40", "N = 16"]
+    with open(rep["paths"]["cells_csv"]) as f:
+        cells = list(csv.DictReader(f))
+    assert sorted(int(c["n_samples"]) for c in cells) == [16] * 4 + [40] * 6
+    for c in cells:
+        assert int(c["blocks"]) == (2 if c["n_samples"] == "40" else 1)
+    table = open(rep["paths"]["table"]).read()
+    assert "### N = 40" in table and "### N = 16" in table and "N = 16 samples per block" in table
+    assert {c["setup"] for c in rep["claims"]} == {"N = 40", "N = 16"}
+    assert "fid_vs_nfe-n16" in rep["paths"] and "fid_vs_nfe-n40" in rep["paths"]
+
+
+def test_sweep_name_selects_the_records_of_one_sweep(two_sizes):
+    rep = report.make_report(str(two_sizes), sweep="small")
+    assert len(rep["records"]) == 4 and rep["setups"] == [""]
+    with pytest.raises(report.UserError, match="sweep_name=nonexistent: .* its sweeps: digits, small"):
+        report.make_report(str(two_sizes), sweep="nonexistent")
+
+
+def test_report_app_filters_by_sweep_name_and_keeps_one_report_run_to_sync(two_sizes, cli, tmp_path):
+    args = [f"paths.results_dir={two_sizes}", f"hydra.run.dir={tmp_path / 'run'}", "logger.wandb.mode=offline",
+            "bootstrap.replicates=5"]
+    proc = cli("ddim-bench-report", *args, "sweep_name=nonexistent", check=False)
+    assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [
+        f"error: sweep_name=nonexistent: results_dir={two_sizes} holds no records of that sweep; its sweeps: digits, "
+        f"small"]
+    runs = two_sizes / "report" / "run" / "wandb"
+    for _ in range(2):
+        proc = cli("ddim-bench-report", *args, "sweep_name=small")
+        left = sorted(runs.glob("offline-run-*"))
+        assert len(left) == 1, left
+        assert f"W&B report run: {left[0]} (replaces the previous report run" in proc.stdout
+        assert "N = 16 samples per block" in proc.stdout and "N = 40" not in proc.stdout

@@ -36,46 +36,100 @@ def protocol_line(records: list[dict]) -> str:
     return line(found)
 
 
-def make_report(results_dir: str, paper_setting: str = "auto", bootstrap=None, claims=None) -> dict:
+SETUP = (("n_samples", "N = {}"), ("extractor", "extractor {}"), ("reference", "reference {}"),
+         ("checkpoint_sha256", "checkpoint {:.8}"), ("weights", "{} weights"))
+
+
+def by_setup(records: list[dict]) -> dict[str, list[dict]]:
+    """Records grouped by what makes their numbers comparable (sample count, extractor, reference, checkpoint),
+    largest N first; each group is labelled by the fields that differ between groups ("" for a single group)."""
+    groups: dict[tuple, list[dict]] = {}
+    for r in records:
+        groups.setdefault(tuple(str(r.get(k)) for k, _ in SETUP), []).append(r)
+    varying = [i for i in range(len(SETUP)) if len({key[i] for key in groups}) > 1]
+    order = sorted(groups, key=lambda key: (-int(groups[key][0].get("n_samples") or 0), key))
+    return {", ".join(SETUP[i][1].format(groups[key][0].get(SETUP[i][0])) for i in varying): groups[key]
+            for key in order}
+
+
+def select(records: list[dict], results_dir: str, sweep: str | None) -> list[dict]:
+    """The finished records, of sweep ``sweep`` only when it is given; none is a one-line error."""
+    done = [r for r in records if "fid" in r]
+    if sweep is not None:
+        names = sorted({str(r.get("sweep")) for r in done})
+        done = [r for r in done if r.get("sweep") == sweep]
+        if not done and names:
+            raise UserError(f"sweep_name={sweep}: results_dir={results_dir} holds no records of that sweep; "
+                            f"its sweeps: {', '.join(names)}")
+    if not done:
+        raise UserError(f"results_dir={results_dir} holds no finished cells; run ddim-bench-sweep first")
+    return done
+
+
+def make_report(results_dir: str, paper_setting: str = "auto", bootstrap=None, claims=None,
+                sweep: str | None = None) -> dict:
+    """Tables, claims and figures per setup (one per sample count when a folder holds sweeps of several N:
+    numbers of different N are never aggregated or paired together).  The user's claims are checked on the
+    first (largest-N) setup."""
     from ddim_bench.evaluation.store import ResultStore
     results = ResultStore(results_dir)
-    records = [r for r in results.records() if "fid" in r]
-    if not records:
-        raise UserError(f"results_dir={results_dir} holds no finished cells; run ddim-bench-sweep first")
-    mine = user_claims_of(results_dir, records, claims)  # a claim naming no cell: one line, nothing written
+    records = select(results.records(), results_dir, sweep)
+    groups = by_setup(records)
+    mine = user_claims_of(results_dir, next(iter(groups.values())), claims)  # a claim naming no cell: one line
     aggregate.add_consistency(records, results.samples)
-    rows = aggregate.aggregate(records)
     out = os.path.join(results_dir, "report")
     os.makedirs(out, exist_ok=True)
     proto = protocol_line(records)
     paths = {"records_csv": write_csv(os.path.join(out, "results.csv"), CellRecord.columns(),
                                       [CellRecord.from_dict(r).row() for r in records])}
-    cols = [c for c in rows[0] if c not in ("seeds", "keys")]
+    rows, parts = [], [setup_part(label, recs, results, bootstrap, paper_setting, proto, out,
+                                  mine if i == 0 else ([], []), len(groups) > 1, paths)
+                       for i, (label, recs) in enumerate(groups.items())]
+    for part in parts:
+        rows += part["rows"]
+    cols = list(dict.fromkeys(c for r in rows for c in r if c not in ("seeds", "keys")))
     paths["cells_csv"] = write_csv(os.path.join(out, "cells.csv"), cols, [[r.get(c) for c in cols] for r in rows])
-    compare = comparison_inputs(records, results, bootstrap)
-    extra = samplers_report(records, rows, compare) if samplers.has_samplers(rows) else {}
-    md = extra.get("by_nfe_markdown") or table1.markdown(rows, records, table1.paper_dataset(
-        rows, records, paper_setting), proto)
+    md = "\n".join(p["markdown"] for p in parts)
     paths["table"] = os.path.join(out, "table1.md")
     atomic_write(paths["table"], md)
-    if extra:
+    extra = parts[0]["samplers"]
+    if any(p["samplers"] for p in parts):
         paths["samplers"] = os.path.join(out, "samplers.md")
-        atomic_write(paths["samplers"], extra["markdown"])
+        atomic_write(paths["samplers"], "\n".join(p["samplers_markdown"] for p in parts if p["samplers"]))
+        extra = {**extra, "markdown": "\n".join(p["samplers_markdown"] for p in parts if p["samplers"])}
     by_sweep = status.states(results)
     if status.missing_rows(by_sweep):
         paths["missing_csv"] = write_csv(os.path.join(out, "missing.csv"), ["sweep", "record", "key", "state", "holder"],
                                          status.missing_rows(by_sweep))
-    claims, claims_md = make_claims(records, results, compare, mine)
+    claims_md = "\n".join(p["claims_markdown"] for p in parts if p["claims_markdown"])
     if claims_md:
         paths["claims"] = os.path.join(out, "claims.md")
         atomic_write(paths["claims"], claims_md)
-    paths.update(figures.curves(rows, out, extra.get("front_nfe")))
-    grid = figures.consistency_grid(rows, results.samples, os.path.join(out, "consistency_grid.png"))
+    grid = figures.consistency_grid(parts[0]["rows"], results.samples, os.path.join(out, "consistency_grid.png"))
     if grid:
         paths["consistency_grid"] = grid
-    return {"records": records, "rows": rows, "paths": paths, "markdown": md, "claims": claims,
-            "claims_markdown": claims_md, "protocol": proto, "samplers": extra,
-            "status": status.status_lines(by_sweep)}
+    return {"records": records, "rows": rows, "paths": paths, "markdown": md,
+            "claims": [c for p in parts for c in p["claims"]], "claims_markdown": claims_md, "protocol": proto,
+            "samplers": extra, "setups": list(groups), "status": status.status_lines(by_sweep)}
+
+
+def setup_part(label: str, recs: list[dict], results, bootstrap, paper_setting: str, proto: str, out: str, mine,
+               several: bool, paths: dict) -> dict:
+    """One setup's rows, Table 1 (or the NFE table), sampler comparisons, claims and figures (into ``paths``)."""
+    rows = aggregate.aggregate(recs)
+    for r in rows if label else ():  # W&B series: one per row and setup
+        r["series"] = f"{r['series']} ({label})"
+    compare = comparison_inputs(recs, results, bootstrap)
+    extra = samplers_report(recs, rows, compare) if samplers.has_samplers(rows) else {}
+    md = extra.get("by_nfe_markdown") or table1.markdown(rows, recs, table1.paper_dataset(
+        rows, recs, paper_setting), proto)
+    found, found_md = make_claims(recs, results, compare, mine)
+    head = f"### {label}\n\n" if label else ""
+    paths.update(figures.curves(rows, out, extra.get("front_nfe"), f"-n{recs[0]['n_samples']}" if several else ""))
+    return {"rows": rows, "markdown": head + md, "samplers": extra,
+            "samplers_markdown": head + extra.get("markdown", ""),
+            "claims": [{**c, "setup": label} if label else c for c in found],
+            "claims_markdown": head + found_md if found_md else ""}
 
 
 def comparison_inputs(records: list[dict], results, bootstrap) -> dict:
@@ -166,12 +220,13 @@ def _main(cfg: DictConfig) -> None:
         print("\n".join(status.status_lines(status.states(ResultStore(cfg.results_dir)))
                         or [f"results_dir={cfg.results_dir} has no sweeps yet"]))
         return
-    rep = make_report(cfg.results_dir, cfg.paper, cfg.bootstrap, cfg.claims)
+    rep = make_report(cfg.results_dir, cfg.paper, cfg.bootstrap, cfg.claims,
+                      cfg.sweep_name if cli.given("sweep_name") else None)
     extra = {}
     if os.path.isdir(os.path.join(cfg.results_dir, "reconstruction")):
         from ddim_bench.reporting.reconstruction import report_reconstruction
         extra = report_reconstruction(cfg.results_dir)
-    log_report(cfg.logger, cfg.sweep_name, rep, cfg.results_dir, extra)
+    run_dir = log_report(cfg.logger, cfg.sweep_name, rep, cfg.results_dir, extra)
     print(rep["markdown"])
     if rep["samplers"]:
         print(rep["samplers"]["markdown"])
@@ -182,6 +237,8 @@ def _main(cfg: DictConfig) -> None:
     names = sorted(os.path.basename(p) for p in {**rep["paths"], **extra.get("paths", {})}.values()
                    if os.path.dirname(p) == os.path.join(cfg.results_dir, "report"))
     print(f"report: {os.path.join(cfg.results_dir, 'report')}/ ({', '.join(names)})")
+    if run_dir:
+        print(f"W&B report run: {run_dir} (replaces the previous report run; upload with wandb sync {run_dir})")
     sys.stdout.flush()
 
 

@@ -13,33 +13,55 @@ CURVES = (("fid_vs_steps", "steps", "steps S"), ("fid_vs_time", "sec_per_image",
           ("fid_vs_nfe", "nfe", "network calls (NFE)"))
 
 
-def curves(rows: list[dict], out: str, front: list[dict] | None = None) -> dict[str, str]:
+DODGE = 0.035  # on a log axis, series k of m at the same x is drawn at x·exp((k − (m−1)/2)·DODGE)
+
+
+def curves(rows: list[dict], out: str, front: list[dict] | None = None, suffix: str = "") -> dict[str, str]:
     """One line per row (η, σ̂, sampler); bars are ±sd over seed blocks, or the bootstrap interval of one block.
-    ``front``: the Pareto front of FID against NFE (``samplers.front_steps``), drawn as a step line on FID vs NFE."""
+    ``front``: the Pareto front of FID against NFE (``samplers.front_steps``), drawn as a step line on FID vs NFE.
+    ``suffix`` goes into the file names (``fid_vs_steps-n16.png``: one set of figures per sample count)."""
+    import matplotlib.pyplot as plt
+    paths = {}
+    for fname, x, xlabel in CURVES:
+        fig = curve_figure(rows, x, xlabel, front if x == "nfe" else None)
+        paths[fname + suffix] = os.path.join(out, f"{fname}{suffix}.png")
+        fig.savefig(paths[fname + suffix] + ".tmp.png", dpi=120), plt.close(fig)
+        os.replace(paths[fname + suffix] + ".tmp.png", paths[fname + suffix])
+    return paths
+
+
+def curve_figure(rows: list[dict], x: str, xlabel: str, front: list[dict] | None = None):
+    """FID against ``x`` on a log axis; on the step and NFE axes the series are dodged sideways (points of two
+    samplers at one NFE would hide each other) and the ticks are the values themselves (10, 20, not 10¹, 2×10¹)."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    paths = {}
+    from matplotlib.ticker import NullFormatter, ScalarFormatter
+    fig, ax = plt.subplots(figsize=(5.5, 3.8))
     names = list(dict.fromkeys(r["row"] for r in rows))
-    for fname, x, xlabel in CURVES:
-        fig, ax = plt.subplots(figsize=(5.5, 3.8))
-        for name in names:
-            pts = sorted((r[x], r["fid"], spread(r)) for r in rows if r["row"] == name and r.get(x) is not None)
-            if not pts:
-                continue
-            xs, ys = [p[0] for p in pts], [p[1] for p in pts]
-            err = [[y - (s[0] if s else y) for y, s in zip(ys, (p[2] for p in pts))],
-                   [(s[1] if s else y) - y for y, s in zip(ys, (p[2] for p in pts))]]
-            ax.errorbar(xs, ys, yerr=err, marker="o", capsize=3, label=name)
-        if front and x == "nfe":
-            ax.step([p["nfe"] for p in front], [p["fid"] for p in front], where="post", color="black",
-                    linestyle="--", linewidth=1, label="best at ≤ k calls", zorder=0)
-        ax.set_xscale("log"), ax.set_xlabel(xlabel), ax.set_ylabel("FID (lower is better)")
-        ax.legend(fontsize=7), ax.grid(alpha=0.3)
-        paths[fname] = os.path.join(out, f"{fname}.png")
-        fig.tight_layout(), fig.savefig(paths[fname] + ".tmp.png", dpi=120), plt.close(fig)
-        os.replace(paths[fname] + ".tmp.png", paths[fname])
-    return paths
+    discrete = x in ("steps", "nfe")
+    for k, name in enumerate(names):
+        pts = sorted((r[x], r["fid"], spread(r)) for r in rows if r["row"] == name and r.get(x) is not None)
+        if not pts:
+            continue
+        shift = float(np.exp((k - (len(names) - 1) / 2) * DODGE)) if discrete else 1.0
+        xs, ys = [p[0] * shift for p in pts], [p[1] for p in pts]
+        err = [[y - (p[2][0] if p[2] else y) for y, p in zip(ys, pts)],
+               [(p[2][1] if p[2] else y) - y for y, p in zip(ys, pts)]]
+        ax.errorbar(xs, ys, yerr=err, marker="o", capsize=3, label=name)
+    if front:
+        ax.step([p["nfe"] for p in front], [p["fid"] for p in front], where="post", color="black",
+                linestyle="--", linewidth=1, label="best at ≤ k calls", zorder=0)
+    ax.set_xscale("log"), ax.set_xlabel(xlabel + (" (series dodged sideways)" if discrete and len(names) > 1 else ""))
+    if discrete:
+        ticks = sorted({r[x] for r in rows if r.get(x) is not None})
+        ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
+        ax.xaxis.set_minor_formatter(NullFormatter())
+    else:
+        ax.xaxis.set_major_formatter(ScalarFormatter())
+    ax.set_ylabel("FID (lower is better)"), ax.legend(fontsize=7), ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig
 
 
 def consistency_grid(rows: list[dict], samples, path: str, per_tile: int = 4) -> str | None:

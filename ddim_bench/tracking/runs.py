@@ -54,10 +54,13 @@ def samplers_tables(samplers: dict) -> list[tuple[str, list[dict]]]:
             ("best_at_seconds", samplers.get("front_seconds"))]
 
 
-def log_report(logger_cfg, sweep_name: str, report: dict, results_root: str, extra: dict | None = None) -> None:
+def log_report(logger_cfg, sweep_name: str, report: dict, results_root: str, extra: dict | None = None) -> str | None:
     """The report run (job_type ``report``): every record and every aggregated cell as tables, the claims table,
     a sampler sweep's comparisons with DDIM and its fronts (``samplers_tables``),
-    FID against S / seconds / NFE per row with the block sd and interval ends, and the report's figures."""
+    FID against S / seconds / NFE per row with the block sd and interval ends, and the report's figures.
+
+    Once it is written, the older offline report runs of this folder are removed: the newest report is the only
+    one ``wandb sync`` uploads.  Returns the run's folder (None with W&B disabled)."""
     rows, records = report["rows"], report["records"]
     folder = os.path.join(results_root, "report", "run")
     with Tracker(logger_cfg, job_type="report", group=sweep_name, name=f"report-{sweep_name}",
@@ -89,3 +92,16 @@ def log_report(logger_cfg, sweep_name: str, report: dict, results_root: str, ext
         for key, table in (extra or {}).get("tables", {}).items():
             tr.table(key, table["columns"], table["rows"])
         tr.summary({"cells": len(rows), "records": len(records), "best_fid": min(r["fid"] for r in rows)})
+        run_dir = tr.run_dir
+    if run_dir:
+        remove_stale_offline_runs(os.path.dirname(run_dir), keep=run_dir)
+    return run_dir
+
+
+def remove_stale_offline_runs(wandb_dir: str, keep: str) -> None:
+    """Every ``offline-run-*`` folder in ``wandb_dir`` but ``keep`` (a report superseded by a newer one)."""
+    import shutil
+    for name in os.listdir(wandb_dir):
+        path = os.path.join(wandb_dir, name)
+        if name.startswith("offline-run-") and os.path.realpath(path) != os.path.realpath(keep):
+            shutil.rmtree(path, ignore_errors=True)
