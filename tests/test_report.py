@@ -146,3 +146,14 @@ def test_report_app_filters_by_sweep_name_and_keeps_one_report_run_to_sync(two_s
         assert len(left) == 1, left
         assert f"W&B report run: {left[0]} (replaces the previous report run" in proc.stdout
         assert "N = 16 samples per block" in proc.stdout and "N = 40" not in proc.stdout
+
+
+def test_curves_dodge_samplers_at_one_nfe_and_label_steps_plainly():
+    from ddim_bench.reporting.figures import curve_figure
+    rows = [{"row": name, "nfe": s, "steps": s, "fid": f, "fid_lo": f - 1, "fid_hi": f + 1}
+            for name, f in (("ddim", 5.0), ("euler", 5.0)) for s in (10, 20)]
+    fig = curve_figure(rows, "nfe", "NFE")
+    ax = fig.axes[0]
+    xs = sorted({tuple(line.get_xdata()) for line in ax.get_lines() if len(line.get_xdata()) == 2})
+    assert len(xs) == 2 and xs[0][0] < 10 < xs[1][0] and xs[0][1] < 20 < xs[1][1]
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["10", "20"]
