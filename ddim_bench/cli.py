@@ -62,8 +62,8 @@ def _register_resolvers() -> None:
 _register_resolvers()
 
 
-def fail(message: str, code: int = 2):
-    print(f"error: {message}", file=sys.stderr, flush=True)
+def fail(message: str, code: int = 2, prefix: str = "error: "):
+    print(f"{prefix}{message}", file=sys.stderr, flush=True)
     sys.exit(code)
 
 
@@ -97,13 +97,20 @@ def check_group_overrides(argv: list[str]) -> None:
         choices = sorted({p.stem for g in groups for p in g.glob("*.yaml")})
         for option in value.split(","):
             if option and option != "null" and option not in choices:
-                fail(f"{key}={option} is not a known option; choose one of: {', '.join(choices)} "
+                import difflib
+                close = difflib.get_close_matches(option, choices, n=1)
+                hint = f"did you mean {key}={close[0]}? " if close else ""
+                fail(f"{key}={option} is not a known option; {hint}choose one of: {', '.join(choices)} "
                      f"(or add your own config folder with --config-dir)")
+
+
+INTERRUPTED = "interrupted; rerun the same command to resume"
 
 
 def app(schema_cls):
     """Wrap a Hydra task function: the config is validated against ``schema_cls`` (types, unknown keys, ranges)
-    and the task gets the typed config; a ``UserError``/``ValueError`` becomes one line and exit status 2."""
+    and the task gets the typed config; a ``UserError``/``ValueError`` becomes one line and exit status 2, and the
+    run folder Hydra made for it is removed again if nothing else was written there.  Ctrl-C is one line too."""
     def decorate(task):
         @functools.wraps(task)
         def wrapper(cfg):
@@ -118,9 +125,36 @@ def app(schema_cls):
             except (UserError, ValueError, FileNotFoundError, OmegaConfBaseException) as err:
                 if os.environ.get("DDIM_BENCH_TRACEBACK"):
                     raise
+                remove_refused_run_dir()
                 fail(str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__)
+            except KeyboardInterrupt:
+                if os.environ.get("DDIM_BENCH_TRACEBACK"):
+                    raise
+                fail(INTERRUPTED, code=130, prefix="")
         return wrapper
     return decorate
+
+
+def remove_refused_run_dir() -> None:
+    """The run folder of a refused command, when it holds only what Hydra put there (``.hydra/``, the job log):
+    a refused command leaves nothing behind.  A folder with anything else (a resumed training run) is kept."""
+    import shutil
+    from hydra.core.hydra_config import HydraConfig
+    if not HydraConfig.initialized() or launcher_rank() != 0:
+        return
+    hc = HydraConfig.get()
+    out = hc.runtime.output_dir
+    if not out or not os.path.isdir(out) or os.path.realpath(out) == os.path.realpath(os.getcwd()):
+        return
+    if set(os.listdir(out)) - {".hydra", f"{hc.job.name}.log", "multirun.yaml"}:
+        return
+    shutil.rmtree(out, ignore_errors=True)
+    parent = os.path.dirname(os.path.abspath(out))
+    for _ in range(2):  # outputs/<app>/ and outputs/ when this run made them
+        if parent == os.path.realpath(os.getcwd()) or not os.path.isdir(parent) or os.listdir(parent):
+            break
+        os.rmdir(parent)
+        parent = os.path.dirname(parent)
 
 
 def is_multirun() -> bool:
@@ -170,33 +204,32 @@ def check_secrets(argv: list[str]) -> None:
                  f"put it in the environment instead (WANDB_API_KEY)")
 
 
-def run_hydra(hydra_main, config_name: str) -> None:
-    """Console-script body: validate group options, refuse secrets and bad overrides, then hand over to Hydra."""
-    check_group_overrides(sys.argv[1:])
-    check_secrets(sys.argv[1:])
-    check_composes(config_name, sys.argv[1:])
-    hydra_main()
-
-
-def check_composes(config_name: str, argv: list[str]) -> None:
-    """Compose the config once before Hydra does, so that an override Hydra rejects (an unknown key without
-    ``+``, a malformed value) is one line too.  Multirun sweeps and Hydra's own flags are left to Hydra."""
-    if any(a.startswith("-") for a in argv):
-        return
-    from hydra import compose, initialize_config_dir
-    from hydra.errors import HydraException
+def run_hydra(hydra_main, config_name: str, schema_cls=None, precheck=None) -> None:
+    """Console-script body: validate group options, refuse secrets, then compose and validate every job of the
+    command (each job of a multirun) against ``schema_cls`` and ``precheck(cfg, multirun)`` before Hydra starts
+    (and writes its run folder); then hand over to Hydra."""
+    from ddim_bench import preflight
+    from ddim_bench.errors import UserError
+    argv = sys.argv[1:]
+    check_group_overrides(argv)
+    check_secrets(argv)
     try:
-        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-            compose(config_name, overrides=[a for a in argv
-                                            if not a.startswith("hydra.") or a.startswith("hydra.searchpath=")])
-    except HydraException as err:
+        job_list = preflight.jobs(config_name, argv)
+        if job_list is not None and schema_cls is not None:
+            preflight.check_jobs(config_name, job_list, schema_cls, precheck,
+                                 multirun=any(a in preflight.MULTIRUN_FLAGS for a in argv))
+    except UserError as err:
+        if os.environ.get("DDIM_BENCH_TRACEBACK"):
+            raise
+        fail(str(err))
+    except KeyboardInterrupt:
+        fail(INTERRUPTED, code=130, prefix="")
+    except Exception as err:  # noqa: BLE001 - e.g. an override Hydra cannot parse: Hydra itself says it below
+        if os.environ.get("DDIM_BENCH_TRACEBACK"):
+            raise
         lines = [ln.strip() for ln in str(err).strip().splitlines() if ln.strip()]
-        missing = re.match(r"Could not override '([^']+)'", lines[0]) if lines else None
-        if missing:
-            key = missing.group(1)
-            fail(f"{key} is not in the config; check the spelling (settings are listed in ddim_bench/schema.py), "
-                 f"or add a key the target accepts with +{key}=...")
         fail(" ".join(lines[:2]) if lines else type(err).__name__)
+    hydra_main()
 
 
 def quiet_srun_warning(cfg) -> None:

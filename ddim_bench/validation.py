@@ -27,7 +27,9 @@ def validate(cfg: DictConfig, app: type) -> DictConfig:
     try:
         typed = OmegaConf.merge(OmegaConf.structured(app), cfg)
     except ConfigKeyError as err:
-        raise UserError(f"{err.full_key} is not a setting of this app; check the spelling "
+        from ddim_bench.preflight import did_you_mean
+        hint = did_you_mean(str(err.full_key), OmegaConf.structured(app))
+        raise UserError(f"{err.full_key} is not a setting of this app; {hint or 'check the spelling'} "
                         f"(settings are listed in ddim_bench/schema.py)") from None
     except ValidationError as err:
         raise UserError(_type_message(err)) from None
@@ -39,6 +41,8 @@ def validate(cfg: DictConfig, app: type) -> DictConfig:
 
 
 def _type_message(err: ValidationError) -> str:
+    if "is not a ListConfig" in err.msg:
+        return f"{err.full_key}={err.value!s} must be a list, e.g. {err.full_key}=[{err.value!s}]"
     word = next((w for k, w in TYPE_WORDS.items() if k in err.msg), None)
     if word:
         return f"{err.full_key}={err.value!s} must be {word}"

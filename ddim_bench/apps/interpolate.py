@@ -59,7 +59,7 @@ def _main(cfg: DictConfig) -> None:
 
 
 def main() -> None:
-    cli.run_hydra(_main, "interpolate")
+    cli.run_hydra(_main, "interpolate", schema.InterpolateApp)
 
 
 if __name__ == "__main__":

@@ -95,7 +95,7 @@ def _main(cfg: DictConfig) -> None:
 
 
 def main() -> None:
-    cli.run_hydra(_main, "reconstruct")
+    cli.run_hydra(_main, "reconstruct", schema.ReconstructApp)
 
 
 if __name__ == "__main__":

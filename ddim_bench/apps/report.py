@@ -243,7 +243,7 @@ def _main(cfg: DictConfig) -> None:
 
 
 def main() -> None:
-    cli.run_hydra(_main, "report")
+    cli.run_hydra(_main, "report", schema.ReportApp)
 
 
 if __name__ == "__main__":

@@ -301,6 +301,11 @@ def flops_per_call(loaded, shape) -> float | None:
         return None
 
 
+def check_cells(cfg: DictConfig, multirun: bool) -> None:
+    """The cheap per-job check run before Hydra starts: the job's cells (sampler settings, grid overrides)."""
+    cells_from_config(cfg, multirun, cli.overridden("sampler"), cli.choice("grid"))
+
+
 @hydra.main(version_base="1.3", config_path=str(cli.CONF_DIR), config_name="sweep")
 @cli.app(schema.SweepApp)
 def _main(cfg: DictConfig) -> None:
@@ -334,7 +339,7 @@ def main() -> None:
     from ddim_bench.apps import sweep_plan
     if sweep_plan.requested(sys.argv[1:]):  # composed without Hydra's run: no output folder, nothing written
         return sweep_plan.main()
-    cli.run_hydra(_main, "sweep")
+    cli.run_hydra(_main, "sweep", schema.SweepApp, check_cells)
 
 
 if __name__ == "__main__":

@@ -65,7 +65,12 @@ def train(cfg: DictConfig) -> DiffusionModule:
     loggers = tracking.lightning_logger(cfg.logger, config.plain(cfg), save_dir=out, resume_step=resume.history_step)
     trainer = pl.Trainer(**config.plain(cfg.trainer), default_root_dir=out, logger=loggers,
                          callbacks=build_callbacks(cfg, out, dm))
-    trainer.fit(module, datamodule=dm, ckpt_path=resume.path)
+    try:
+        trainer.fit(module, datamodule=dm, ckpt_path=resume.path)
+    except SystemExit:
+        if trainer.interrupted:  # Lightning's Ctrl-C handling exits; say it as the other apps do
+            raise KeyboardInterrupt from None
+        raise
     if trainer.is_global_zero:
         last = os.path.join(out, "checkpoints", "last.ckpt")
         for lg in loggers:
@@ -83,7 +88,7 @@ def _main(cfg: DictConfig) -> None:
 
 
 def main() -> None:
-    cli.run_hydra(_main, "train")
+    cli.run_hydra(_main, "train", schema.TrainApp)
 
 
 if __name__ == "__main__":
