@@ -44,6 +44,19 @@ def slurm_run_id() -> str | None:
     return f"slurm-{job}" + (f"-{step}" if step.isdigit() else "")
 
 
+CACHE_VARIABLE = "DDIM_BENCH_CACHE"
+
+
+def user_cache_dir() -> str:
+    """One cache for every app, wherever it is started: ``$DDIM_BENCH_CACHE``, else ``ddim-bench`` in the user's
+    cache folder (``$XDG_CACHE_HOME``, else ``~/.cache``).  It holds the trained digit classifiers, reference
+    features and the weights files the presets name (``<cache>/weights/``)."""
+    if os.environ.get(CACHE_VARIABLE):
+        return os.environ[CACHE_VARIABLE]
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "ddim-bench")
+
+
 def _register_resolvers() -> None:
     from omegaconf import OmegaConf
     resolvers = {
@@ -53,6 +66,8 @@ def _register_resolvers() -> None:
         "ddim_rank0_log": lambda path: path if launcher_rank() == 0 else os.devnull,
         # ${ddim_slurm_run:DEFAULT}: slurm_run_id() under SLURM, DEFAULT elsewhere (hydra.run.dir).
         "ddim_slurm_run": lambda default: slurm_run_id() or default,
+        # ${ddim_cache:}: user_cache_dir() (paths.cache_dir)
+        "ddim_cache": user_cache_dir,
     }
     for name, fn in resolvers.items():
         if not OmegaConf.has_resolver(name):
@@ -149,9 +164,10 @@ def remove_refused_run_dir() -> None:
     if set(os.listdir(out)) - {".hydra", f"{hc.job.name}.log", "multirun.yaml"}:
         return
     shutil.rmtree(out, ignore_errors=True)
-    parent = os.path.dirname(os.path.abspath(out))
-    for _ in range(2):  # outputs/<app>/ and outputs/ when this run made them
-        if parent == os.path.realpath(os.getcwd()) or not os.path.isdir(parent) or os.listdir(parent):
+    cwd = os.path.realpath(os.getcwd())
+    parent = os.path.dirname(os.path.realpath(out))
+    for _ in range(2):  # outputs/<app>/ and outputs/ under the working folder, when this run made them empty
+        if not parent.startswith(cwd + os.sep) or not os.path.isdir(parent) or os.listdir(parent):
             break
         os.rmdir(parent)
         parent = os.path.dirname(parent)
@@ -244,11 +260,16 @@ def quiet_srun_warning(cfg) -> None:
 
 
 def quiet_libraries() -> None:
-    """Keep the console to what the harness says: Lightning's banner lines (tips, "GPU available: ...") go to the
-    job's log file only, and a deprecation warning from inside Lightning is not shown."""
+    """Keep the console to what the harness says: Lightning's info lines (tips, "GPU available: ...") go to the
+    job's log file only (``<run folder>/<app>.log``), and a deprecation warning from inside Lightning is not shown.
+
+    Lightning, imported before Hydra set up logging, gave its loggers a console handler of their own and cut
+    them off from the root logger; they are handed back to the root logger, whose only handler is the log file."""
     import logging
     import warnings
-    for name in ("pytorch_lightning.utilities.rank_zero", "lightning_fabric.utilities.rank_zero",
-                 "lightning.pytorch.utilities.rank_zero"):
-        logging.getLogger(name).setLevel(logging.WARNING)
+    for name in ("pytorch_lightning", "lightning_fabric", "lightning.pytorch", "lightning.fabric"):
+        lg = logging.getLogger(name)
+        for h in [h for h in lg.handlers if type(h) is logging.StreamHandler]:
+            lg.removeHandler(h)
+        lg.propagate = True
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)` is deprecated")

@@ -180,7 +180,7 @@ class Paths:
     root_dir: str = "."
     data_dir: str = "data"
     log_dir: str = "outputs"
-    cache_dir: str = ".cache"
+    cache_dir: str = MISSING     # conf/paths/default.yaml: ${ddim_cache:}
     results_dir: str = MISSING
     output_dir: str = MISSING
 

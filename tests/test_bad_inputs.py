@@ -17,6 +17,9 @@ ERROR_CASES = [
     ("sweep", ["sampler.eta=abc"], "sampler.eta=abc"),
     ("sweep", ["n_samples=abc"], "n_samples=abc"),
     ("sweep", ["seeds=abc"], "seeds"),
+    ("sweep", ["seeds=0"], "seeds=0 must be a list, e.g. seeds=[0]"),
+    ("sweep", ["data=digit"], "did you mean data=digits?"),
+    ("sweep", ["+sampler.stepz=3"], "sampler.stepz is not a setting of this app; did you mean sampler.steps?"),
     ("sweep", ["sampler.name=dpmpp_2m", "sampler.steps=10"], "sampler.name=dpmpp_2m is not used: grid=demo"),
     ("sweep", ["sampler.skip=quad"], "set grid.skip=quad"),
     ("sweep", ["grid=none", "sampler.name=dpmpp_2m", "sampler.eta=1"], "sampler.eta=1.0 is not used by"),
@@ -83,13 +86,12 @@ def args_for(app, tmp_path, ckpt, results):
 
 
 def written(tmp_path, results_before: set) -> list[str]:
-    """Files under tmp_path other than Hydra's own run folder (.hydra/, the job log) and what was there before."""
+    """Files and folders under tmp_path that were not there before (Hydra's run folder, .hydra/ and job log
+    included: a refused command leaves none of them)."""
     out = []
-    for root, _, files in os.walk(tmp_path):
+    for root, dirs, files in os.walk(tmp_path):
         rel = os.path.relpath(root, tmp_path)
-        if rel == "run" or rel.startswith("run" + os.sep + ".hydra"):
-            continue
-        out += [os.path.join(rel, f) for f in files if os.path.join(rel, f) not in results_before]
+        out += [os.path.join(rel, f) for f in files + dirs if os.path.join(rel, f) not in results_before]
     return out
 
 
@@ -117,12 +119,24 @@ def test_checkpoint_problems_are_one_line(trained, tmp_path, cli):
     good = trained / "checkpoints" / "last.ckpt"
     truncated = tmp_path / "cut.ckpt"
     truncated.write_bytes(good.read_bytes()[:5000])
-    for ckpt, needle in ((tmp_path, "is a folder"), (truncated, "cannot be read"), (tmp_path / "no.ckpt", "does not exist")):
+    readme = tmp_path / "README.md"
+    readme.write_text("# a text file\n")
+    folder = tmp_path / "train"
+    (folder / "checkpoints").mkdir(parents=True)
+    (folder / "checkpoints" / "last.ckpt").write_bytes(good.read_bytes())
+    (tmp_path / "empty").mkdir()
+    cases = ((tmp_path / "empty", "nor a checkpoint; it holds no checkpoint file"),
+             (folder, f"nor a checkpoint; pass the file in it: checkpoint={folder / 'checkpoints' / 'last.ckpt'}"),
+             (truncated, "cannot be read"), (tmp_path / "no.ckpt", "does not exist"),
+             (readme, "is not a checkpoint file (torch checkpoints are zip or pickle files); pass a last.ckpt of "
+                      "ddim-bench-train or a saved state dict"))  # the whole line: before, cut mid-sentence
+    for ckpt, needle in cases:
         proc = cli("ddim-bench-sweep", f"checkpoint={ckpt}", f"paths.results_dir={tmp_path / 'res'}",
                    f"hydra.run.dir={tmp_path / 'run'}", "logger.wandb.mode=offline", check=False)
         lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
         assert proc.returncode == 2 and len(lines) == 1 and needle in lines[0], lines
-    assert not (tmp_path / "res").exists()
+        assert "weights_only=False" not in lines[0]
+    assert not (tmp_path / "res").exists() and not (tmp_path / "run").exists()
 
 
 def test_results_dir_that_is_a_file(trained, tmp_path, cli):
@@ -133,3 +147,35 @@ def test_results_dir_that_is_a_file(trained, tmp_path, cli):
     lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
     assert proc.returncode == 2 and len(lines) == 1 and "paths.results_dir" in lines[0], lines
     assert blocker.read_text() == "not a folder"
+
+
+MULTIRUN_CASES = [
+    # (overrides, the complete message's start, its end): before, a raw Hydra page (exit 1) or job 0 computed first
+    (["sampler.stpes=10"], "error: sampler.stpes is not in the config; did you mean sampler.steps?", ""),
+    (["grid=none", "sampler.steps=10,ten"], "error: sampler.steps=ten must be an integer",
+     "(multirun job 1 of 2: grid=none sampler.steps=ten)"),
+    (["+multirun=demo", "sampler.name=dpmpp_2m"], "error: sampler.eta=0.5 is not used by sampler.name=dpmpp_2m",
+     "sampler.name=dpmpp_2m)"),
+]
+
+
+@pytest.mark.parametrize("overrides,start,end", MULTIRUN_CASES, ids=[" ".join(c[0]) for c in MULTIRUN_CASES])
+def test_every_multirun_job_is_checked_before_the_first_starts(overrides, start, end, trained, tmp_path, cli):
+    ckpt = trained / "checkpoints" / "last.ckpt"
+    proc = cli("ddim-bench-sweep", "-m", f"checkpoint={ckpt}", f"paths.results_dir={tmp_path / 'results'}",
+               f"hydra.sweep.dir={tmp_path / 'multi'}", "logger.wandb.mode=offline", "n_samples=8", *overrides,
+               check=False, timeout=300)
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert proc.returncode == 2 and len(lines) == 1, proc.stderr[-2000:]
+    assert lines[0].startswith(start) and lines[0].endswith(end), lines
+    assert os.listdir(tmp_path) == [], "no job may have started, no sweep folder be written"
+
+
+def test_a_refused_run_in_the_default_folder_leaves_no_outputs(trained, tmp_path, cli, bin_dir, clean_env):
+    """A refused command makes no outputs/<app>/<time>/.hydra/ (Hydra's default run folder) in the working folder."""
+    import subprocess
+    for args in (["seeds=0"], [f"checkpoint={tmp_path / 'none.ckpt'}"]):  # refused before Hydra / inside the app
+        proc = subprocess.run([str(bin_dir / "ddim-bench-sweep"), f"checkpoint={trained / 'checkpoints' / 'last.ckpt'}",
+                               *args], cwd=tmp_path, capture_output=True, text=True, env=clean_env(), timeout=300)
+        assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+        assert os.listdir(tmp_path) == [], args

@@ -65,9 +65,10 @@ def load(path: str, weights: str = "ema", cache_dir: str = ".cache", download: b
         raise UserError(f"weights={weights} must be ema or raw")
     if path and os.path.isdir(path):
         if dm.unet_folder(path) is None:
+            found = checkpoint_in(path)
             raise UserError(f"checkpoint={path} is a folder but neither a diffusers model folder (unet/config.json "
-                            f"or config.json) nor a checkpoint; pass the checkpoint file in it "
-                            f"(e.g. checkpoints/last.ckpt)")
+                            f"or config.json) nor a checkpoint; " + (f"pass the file in it: checkpoint={found}"
+                            if found else "it holds no checkpoint file (*.ckpt, *.pt, *.pth)"))
         return _diffusers(path, path, weights)
     if path and dm.is_hub_id(path):
         folder, revision = dm.fetch(path, cache_dir, download)
@@ -90,11 +91,7 @@ def _diffusers(folder: str, name: str, weights: str) -> Loaded:
 
 
 def _load_file(path: str, weights: str) -> Loaded:
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # noqa: BLE001 - any unreadable file is the user's to fix
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise UserError(f"checkpoint={path} cannot be read safely (weights_only): {first[:200]}") from None
+    obj = read_safely(path)
     info = {"path": os.path.abspath(path), "sha256": file_digest(path)}
     if isinstance(obj, dict) and "state_dict" in obj and "hyper_parameters" in obj:
         hp = obj["hyper_parameters"]
@@ -117,6 +114,39 @@ def _load_file(path: str, weights: str) -> Loaded:
                           {**info, "kind": "ddpm-cifar10-official", "weights": "ema",
                            "md5_matches_official": md5 == OFFICIAL_CIFAR10_MD5})
     raise UserError(f"checkpoint={path} is neither a ddim-bench checkpoint nor the DDPM CIFAR-10 state dict")
+
+
+def checkpoint_in(folder: str) -> str | None:
+    """The checkpoint a user most likely meant in ``folder``: a training run's last.ckpt, else the newest file
+    named *.ckpt / *.pt / *.pth in it or its ``checkpoints/``; None when there is none."""
+    for sub in ("checkpoints", "."):
+        last = os.path.normpath(os.path.join(folder, sub, "last.ckpt"))
+        if os.path.isfile(last):
+            return last
+    files = [os.path.normpath(os.path.join(folder, sub, f)) for sub in ("checkpoints", ".")
+             if os.path.isdir(os.path.join(folder, sub)) for f in os.listdir(os.path.join(folder, sub))
+             if f.endswith((".ckpt", ".pt", ".pth"))]
+    return max(files, key=os.path.getmtime) if files else None
+
+
+def read_safely(path: str):
+    """``torch.load(weights_only=True)``; a file that is no torch checkpoint, or one a safe load refuses, is one
+    complete line (never the advice to load it unsafely)."""
+    import pickle
+    with open(path, "rb") as f:
+        head = f.read(2)
+    if head != b"PK" and head[:1] != b"\x80":  # a zip (torch.save) or a protocol-2+ pickle (legacy torch.save)
+        raise UserError(f"checkpoint={path} is not a checkpoint file (torch checkpoints are zip or pickle files); "
+                        f"pass a last.ckpt of ddim-bench-train or a saved state dict")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        raise UserError(f"checkpoint={path} holds objects other than tensors and plain values, which a safe load "
+                        f"(weights_only=True) refuses; pass a last.ckpt of ddim-bench-train or a saved state dict"
+                        ) from None
+    except Exception as err:  # noqa: BLE001 - any unreadable file is the user's to fix
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise UserError(f"checkpoint={path} cannot be read (a truncated or damaged file?): {first[:120]}") from None
 
 
 def build_model(loaded: Loaded, device="cpu") -> torch.nn.Module:
