@@ -24,7 +24,7 @@ demo: $(VENV)/.installed
 	$(BIN)/ddim-bench-sweep $(DEMO) $(CKPT) 'seeds=[0,1,2]' hydra.run.dir=$(OUT)/sweep
 	$(BIN)/ddim-bench-reconstruct $(DEMO) $(CKPT) hydra.run.dir=$(OUT)/reconstruct
 	$(BIN)/ddim-bench-interpolate $(DEMO) $(CKPT) hydra.run.dir=$(OUT)/interpolate
-	$(BIN)/ddim-bench-report sweep_name=demo results_dir=$(OUT)/results hydra.run.dir=$(OUT)/report
+	$(BIN)/ddim-bench-report sweep_name=demo paths.results_dir=$(OUT)/results hydra.run.dir=$(OUT)/report
 	@echo "tables, claims and figures: $(OUT)/results/report/   W&B runs (offline): $(OUT)/results/runs/ and $(OUT)/train/wandb/"
 
 # DDIM against the samplers that followed it, on the demo's checkpoint (run `make demo` first): FID by counted
@@ -34,7 +34,7 @@ SAMPLER_CLAIM ?= {a: {sampler: deis, steps: 10}, b: {sampler: ddim, steps: 10}, 
 demo-samplers: $(VENV)/.installed
 	$(BIN)/ddim-bench-sweep experiment=digits grid=samplers sweep_name=samplers $(CKPT) 'seeds=[0,1,2]' \
 		'claims=[$(SAMPLER_CLAIM)]' paths.results_dir=$(OUT)/samplers hydra.run.dir=$(OUT)/samplers-run
-	$(BIN)/ddim-bench-report sweep_name=samplers results_dir=$(OUT)/samplers hydra.run.dir=$(OUT)/samplers-report
+	$(BIN)/ddim-bench-report sweep_name=samplers paths.results_dir=$(OUT)/samplers hydra.run.dir=$(OUT)/samplers-report
 
 test: $(VENV)/.installed
 	$(PY) -m pytest -q -rs tests

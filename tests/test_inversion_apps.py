@@ -41,7 +41,8 @@ def done(trained, tmp_path_factory, cli):
     """Real CLI runs with W&B offline: the results folder."""
     out = tmp_path_factory.mktemp("inversion")
     ckpt = trained / "checkpoints" / "last.ckpt"
-    cli("ddim-bench-reconstruct", *rec_args(ckpt, out / "results", out / "r1"), "logger.wandb.mode=offline")
+    proc = cli("ddim-bench-reconstruct", *rec_args(ckpt, out / "results", out / "r1"), "logger.wandb.mode=offline")
+    assert f"reconstruction: {out / 'results' / 'reconstruction'}/" in proc.stderr  # where the output is
     cli("ddim-bench-interpolate", *interp_args(ckpt, out / "results", out / "r2"), "logger.wandb.mode=offline")
     return out / "results"
 
@@ -57,8 +58,12 @@ def test_reconstruction_error_falls_with_steps(done):
         assert r["mse_min"] <= r["mse"] <= r["mse_max"] and r["mse_std"] >= 0
         assert len(r["mse_per_image"]) == N and np.mean(r["mse_per_image"]) == pytest.approx(r["mse"])
         assert r["encode_seconds"] > 0 and r["decode_seconds"] > 0 and r["weights"] == "ema"
+        assert r["strip"].startswith(f"S{s}-uniform-")  # named by S, not by a hash alone
         strip = Image.open(done / "reconstruction" / r["strip"])
-        assert strip.size == (8 * (SHOWN + 1) + 1, 2 * (SHOWN + 1) + 1)  # originals over reconstructions
+        # originals over reconstructions, a labelled margin on the left and on top (as the consistency grid)
+        assert strip.size == (64 + 8 * (SHOWN + 1) + 1, 18 + 2 * (SHOWN + 1) + 1)
+        margin = np.asarray(strip)[18:, :64]
+        assert (margin < 128).any() and (margin == 255).mean() > 0.8  # label text in a white margin
 
 
 def test_wandb_runs_hold_the_records(done):

@@ -48,10 +48,9 @@ def run(cfg: DictConfig) -> list[dict]:
         taus = ddim.timesteps(c["alphas"].numel(), S, cfg.sampler.skip)
         recs, enc_s, dec_s = inversion.reconstruct(model, images, c["alphas"], taus, cfg.sampler.batch_size,
                                                    c["device"])
-        k = min(STRIP_IMAGES, len(images))
-        strip = to_uint8_rgb(torch.cat([images[:k], recs[:k].clamp(-1, 1)]).float())
-        save_png(image_grid(strip, nrow=k), os.path.join(store.root, f"{key}.png"))
-        record = {**fields, **inversion.reconstruction_errors(images, recs), "key": key, "strip": f"{key}.png",
+        strip = save_strip(images, recs, S, os.path.join(store.root, strip_name(S, cfg.sampler.skip, key)))
+        record = {**fields, **inversion.reconstruction_errors(images, recs), "key": key,
+                  "strip": os.path.basename(strip),
                   "nfe": ddim.model_calls(taus), "encode_seconds": enc_s, "decode_seconds": dec_s,
                   "device": str(c["device"]), "sweep": cfg.sweep_name, "checkpoint": c["loaded"].info,
                   "dataset": dm.name, "created": time.strftime("%Y-%m-%dT%H:%M:%S")}
@@ -62,7 +61,24 @@ def run(cfg: DictConfig) -> list[dict]:
         new.append(record)
     if new:
         log(cfg, store.root, new)
+    say(f"reconstruction: {store.root}/ (records and strips; ddim-bench-report "
+        f"paths.results_dir={cfg.paths.results_dir} adds Table 2)")
     return out
+
+
+def strip_name(S: int, skip: str, key: str) -> str:
+    """``S10-uniform-<key prefix>.png``: the step count first, the key keeps setups apart."""
+    return f"S{S}-{skip}-{key[:10]}.png"
+
+
+def save_strip(images, recs, S: int, path: str) -> str:
+    """The first images over their reconstructions, rows labelled "original" and "S=<S>"."""
+    from ddim_bench.reporting.figures import labelled
+    k = min(STRIP_IMAGES, len(images))
+    strip = to_uint8_rgb(torch.cat([images[:k], recs[:k].clamp(-1, 1)]).float())
+    grid = image_grid(strip, nrow=k)
+    tile = ((grid.shape[1] - 1) // 2 - 1, (grid.shape[2] - 1) // k - 1)
+    return save_png(labelled(grid, [], ["original", f"S={S}"], tile), path)
 
 
 def log(cfg, folder: str, records: list[dict]) -> None:

@@ -9,8 +9,8 @@ resumes from:
 * the W&B run id is kept in ``<run dir>/wandb_run_id``; a resumed start passes ``id=..., resume="allow"``, so
   online it is one run.  Offline (wandb cannot resume offline runs) each start writes its own
   ``offline-run-*-<id>`` folder with that id, its ``_step`` counting from 0 again (plot against
-  ``trainer/global_step``); ``wandb sync`` of a later folder replaces the earlier history unless given
-  ``--append`` (wandb/wandb#3841, #5865).
+  ``trainer/global_step``); give all of a run's folders to one ``wandb sync``, which uploads the folders of one
+  run id in order of start time (wandb 0.31 has no ``--append``; wandb/wandb#3841, #5865).
 """
 from __future__ import annotations
 
