@@ -64,8 +64,10 @@ def check_jobs(config_name: str, job_list: list[list[str]], schema_cls, precheck
 
     from ddim_bench.errors import UserError
     from ddim_bench.validation import validate
+    varying = [k for k in range(len(job_list[0])) if len({job[k] for job in job_list}) > 1] if job_list else []
     for i, job in enumerate(job_list):
-        where = f" (multirun job {i} of {len(job_list)}: {' '.join(job)})" if multirun and len(job_list) > 1 else ""
+        swept = " ".join(job[k] for k in varying)
+        where = f" (multirun job {i} of {len(job_list)}: {swept})" if multirun and len(job_list) > 1 else ""
         try:
             cfg = compose(config_name, job, hydra=True)
         except HydraException as err:

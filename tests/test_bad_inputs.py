@@ -153,9 +153,9 @@ MULTIRUN_CASES = [
     # (overrides, the complete message's start, its end): before, a raw Hydra page (exit 1) or job 0 computed first
     (["sampler.stpes=10"], "error: sampler.stpes is not in the config; did you mean sampler.steps?", ""),
     (["grid=none", "sampler.steps=10,ten"], "error: sampler.steps=ten must be an integer",
-     "(multirun job 1 of 2: grid=none sampler.steps=ten)"),
+     "(multirun job 1 of 2: sampler.steps=ten)"),
     (["+multirun=demo", "sampler.name=dpmpp_2m"], "error: sampler.eta=0.5 is not used by sampler.name=dpmpp_2m",
-     "sampler.name=dpmpp_2m)"),
+     "(multirun job 1 of 12: sampler.steps=10 sampler.eta=0.5)"),
 ]
 
 
