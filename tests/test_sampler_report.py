@@ -160,7 +160,7 @@ def test_sampler_sweep_report_and_wandb_show_nfe_verdicts_front_and_a_user_claim
         "sweep", f"checkpoint={trained / 'checkpoints' / 'last.ckpt'}", f"paths.results_dir={tmp_path}",
         "n_samples=40", f"hydra.run.dir={tmp_path}/run", "grid.samplers=[ddim,heun,dpmpp_3m]", "grid.steps=[3]",
         "grid.eta=[0.0]", "grid.hat=false", "grid.ddim_at_nfe=true", "seeds=[0,1]", "logger.wandb.mode=disabled",
-        "metrics.bootstrap.replicates=10", mine))
+        "metrics.bootstrap.replicates=10", "sweep_name=mixed", mine))  # the report's sweep_name= selects it
     assert sorted((r["sampler"], r["steps"], r["nfe"]) for r in done if r["seed"] == 0) == [
         ("ddim", 3, 3), ("ddim", 5, 5), ("dpmpp_3m", 3, 3), ("heun", 3, 5)]
     for r in done:
