@@ -35,8 +35,9 @@ def test_ctrl_c_is_one_line_in_the_sweep(trained, bin_dir, root_dir, tmp_path, c
            "grid.steps=[10,20]", "grid.eta=[0.0]", "grid.hat=false", "n_samples=64", "sampler.batch_size=4",
            "seeds=[0,1,2,3,4,5,6,7]"]
     code, err = interrupt_when(cmd, root_dir, clean_env(), lambda: len(list((results / "cells").glob("*.json"))) >= 1)
-    assert code == 130 and err.strip().splitlines()[-1] == INTERRUPTED, err
-    assert "Traceback" not in err
+    # the sweep's own stop line (its signal handling releases the claim of the record in progress)
+    assert code == 130 and err.strip().splitlines()[-1].startswith("stopped by SIGINT: "), err
+    assert err.strip().endswith("rerun to resume") and "Traceback" not in err
 
 
 @pytest.mark.slow
