@@ -78,7 +78,7 @@ def test_damaged_cache_file_is_named_moved_aside_and_recomputed(scorer, digits, 
     assert len(err) == 1 and str(path) in err[0] and reason in err[0], err
     assert M.REFERENCE_COMPUTATIONS == before + 1 and same(again, feats)
     moved = list((path.parent / "corrupt").glob(f"*{path.name}"))
-    assert moved and str(moved[-1]) in err[0]
+    assert any(str(m) in err[0] for m in moved)  # the folder also holds earlier cases' files
     # The recomputed file verifies: the next call loads it silently.
     assert same(scorer.reference(digits, KEY), feats) and M.REFERENCE_COMPUTATIONS == before + 1
     assert capfd.readouterr().err.strip() == ""
