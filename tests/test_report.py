@@ -157,3 +157,16 @@ def test_curves_dodge_samplers_at_one_nfe_and_label_steps_plainly():
     xs = sorted({tuple(line.get_xdata()) for line in ax.get_lines() if len(line.get_xdata()) == 2})
     assert len(xs) == 2 and xs[0][0] < 10 < xs[1][0] and xs[0][1] < 20 < xs[1][1]
     assert [t.get_text() for t in ax.get_xticklabels()] == ["10", "20"]
+
+
+def test_seconds_axis_labels_plain_values_and_no_minor_labels():
+    """fid_vs_time: over 6e-4 … 7e-3 s the labels are 0.001, 0.002, 0.005 (not 3×10⁻³4×10⁻³ run together)."""
+    from ddim_bench.reporting.figures import curve_figure
+    rows = [{"row": "η = 0", "sec_per_image": s, "fid": 1.0, "fid_lo": 0.9, "fid_hi": 1.1} for s in (6e-4, 7e-3)]
+    fig = curve_figure(rows, "sec_per_image", "seconds per image")
+    ax = fig.axes[0]
+    fig.canvas.draw()
+    lo, hi = ax.get_xlim()
+    major = [t.get_text() for t, v in zip(ax.get_xticklabels(), ax.get_xticks()) if lo <= v <= hi]
+    assert major == ["0.001", "0.002", "0.005"], major
+    assert all(t.get_text() == "" for t in ax.get_xticklabels(minor=True))

@@ -36,7 +36,7 @@ def curve_figure(rows: list[dict], x: str, xlabel: str, front: list[dict] | None
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from matplotlib.ticker import NullFormatter, ScalarFormatter
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
     fig, ax = plt.subplots(figsize=(5.5, 3.8))
     names = list(dict.fromkeys(r["row"] for r in rows))
     discrete = x in ("steps", "nfe")
@@ -56,9 +56,10 @@ def curve_figure(rows: list[dict], x: str, xlabel: str, front: list[dict] | None
     if discrete:
         ticks = sorted({r[x] for r in rows if r.get(x) is not None})
         ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
-        ax.xaxis.set_minor_formatter(NullFormatter())
-    else:
-        ax.xaxis.set_major_formatter(ScalarFormatter())
+    else:  # seconds: ticks at 1, 2, 5 × 10^k written plainly; unlabelled minor ticks (their labels overlapped)
+        ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.xaxis.set_minor_formatter(NullFormatter())
     ax.set_ylabel("FID (lower is better)"), ax.legend(fontsize=7), ax.grid(alpha=0.3)
     fig.tight_layout()
     return fig
