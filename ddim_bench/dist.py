@@ -51,13 +51,31 @@ class Dist:
         self._watching.clear()
 
     def _watch(self, peers: list[tuple[int, int]]) -> None:
-        while self._watching.is_set():
-            time.sleep(0.5)
-            gone = [(r, pid) for r, pid in peers if not _running(pid)]
-            if gone and self.on_peer_lost is not None and self._watching.is_set():
-                r, pid = gone[0]
-                self.on_peer_lost(f"rank {r} of {self.world} (pid {pid}) died")
+        """Ranks started by this process (Lightning's launcher) are waited for: the death is seen at once and
+        reaped here, before the launcher's own 5-second poll would SIGKILL rank 0 without a word. Others are
+        polled."""
+        children = [(r, pid) for r, pid in peers if _is_child(pid)]
+        for r, pid in children:
+            threading.Thread(target=self._wait_child, args=(r, pid), name=f"peer-wait-{r}", daemon=True).start()
+        polled = [p for p in peers if p not in children]
+        while polled and self._watching.is_set():
+            time.sleep(0.2)
+            gone = [(r, pid) for r, pid in polled if not _running(pid)]
+            if gone:
+                self._lost(*gone[0])
                 return
+
+    def _wait_child(self, rank: int, pid: int) -> None:
+        try:
+            _, status = os.waitpid(pid, 0)
+        except ChildProcessError:  # already reaped elsewhere
+            return
+        if os.waitstatus_to_exitcode(status) != 0:
+            self._lost(rank, pid)
+
+    def _lost(self, rank: int, pid: int) -> None:
+        if self.on_peer_lost is not None and self._watching.is_set():
+            self.on_peer_lost(f"rank {rank} of {self.world} (pid {pid}) died")
 
     def _collective(self, fn, *args):
         try:
@@ -104,6 +122,15 @@ class Dist:
     def barrier(self):
         if self.world > 1:
             self._collective(self.fabric.barrier)
+
+
+def _is_child(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            stat = f.read()
+        return int(stat[stat.rindex(")") + 2:].split()[1]) == os.getpid()
+    except (OSError, ValueError, IndexError):
+        return False
 
 
 def _running(pid: int) -> bool:
