@@ -8,11 +8,13 @@ import sys
 
 import numpy as np
 import pytest
+import torch
 
 wandb = pytest.importorskip("wandb")
 
 from ddim_bench import tracking  # noqa: E402
 from ddim_bench.errors import UserError  # noqa: E402
+from ddim_bench.tracking.csv_history import CSVHistory  # noqa: E402
 from wandb_records import WandbFormatError, find_runs, read_run  # noqa: E402
 
 OFFLINE = {"wandb": {"project": "ddim-bench-test", "entity": None, "mode": "offline", "group": None,
@@ -168,11 +170,11 @@ def _fit(loggers, root):
 
 
 def test_lightning_logger_round_trip(tmp_path):
-    from pytorch_lightning.loggers import CSVLogger, WandbLogger
+    from pytorch_lightning.loggers import WandbLogger
 
     run_config = {"model": {"ch": 8}, "optim": {"lr": 0.1}, "trainer": {"max_steps": 3}}
     loggers = tracking.lightning_logger(OFFLINE, run_config, save_dir=str(tmp_path), name="train-tiny")
-    assert [type(lg) for lg in loggers][1] is CSVLogger and isinstance(loggers[0], WandbLogger)
+    assert isinstance(loggers[1], CSVHistory) and isinstance(loggers[0], WandbLogger)
     _fit(loggers, tmp_path)
     run_dir = loggers[0].experiment.settings.sync_dir
     tracking.finish_active_run()
@@ -193,12 +195,24 @@ def test_lightning_logger_round_trip(tmp_path):
     assert len([r for r in metrics if r.get("train/loss")]) == 3
 
 
-def test_disabled_mode_writes_csv_only(tmp_path):
-    from pytorch_lightning.loggers import CSVLogger
+def test_csv_history_keeps_rows_before_the_resumed_step(tmp_path):
+    (tmp_path / "csv").mkdir()
+    (tmp_path / "csv" / "metrics.csv").write_text("loss,step\n0.5,1\n0.25,3\n0.2,5\n0.1,7\n0.0")  # 0.0: cut off
+    logger = CSVHistory(str(tmp_path), keep_before_step=5)
+    assert _read_csv(tmp_path / "csv" / "metrics.csv") == [{"loss": "0.5", "step": "1"}, {"loss": "0.25", "step": "3"}]
+    logger.log_metrics({"loss": torch.tensor(0.3)}, step=5)
+    logger.log_metrics({"lr": 0.01}, step=5)  # a new key widens the header of the rows before
+    assert _read_csv(tmp_path / "csv" / "metrics.csv") == [
+        {"loss": "0.5", "lr": "", "step": "1"}, {"loss": "0.25", "lr": "", "step": "3"},
+        {"loss": "0.30000001192092896", "lr": "", "step": "5"}, {"loss": "", "lr": "0.01", "step": "5"}]
+    CSVHistory(str(tmp_path))  # a fresh start begins a new file
+    assert not (tmp_path / "csv" / "metrics.csv").exists()
 
+
+def test_disabled_mode_writes_csv_only(tmp_path):
     off = {"wandb": dict(OFFLINE["wandb"], mode="disabled")}
     loggers = tracking.lightning_logger(off, {"a": 1}, save_dir=str(tmp_path / "train"))
-    assert len(loggers) == 1 and isinstance(loggers[0], CSVLogger)
+    assert len(loggers) == 1 and isinstance(loggers[0], CSVHistory)
     t = tracking.Tracker(off, job_type="sweep", group=None, name="x", config={"a": 1}, dir=str(tmp_path / "cell"))
     t.log({"fid": 3.5}, step=4)
     t.table("t", ["a"], [[1]])

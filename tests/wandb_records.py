@@ -1,6 +1,6 @@
 """Read an offline W&B run back (config, history, summary, tables) from its ``.wandb`` file, for the tests.
 
-The records come from ``ddim_bench.tracking.wandb_file.iter_records`` (the file format is described there).
+The records come from ``wandb_file.iter_records`` (the file format is described there).
 Tables are not in the records themselves: a logged ``wandb.Table`` is a JSON file under
 ``files/media/table/`` that the history/summary entry points to; ``read_run`` loads those.
 """
@@ -10,7 +10,7 @@ import json
 import os
 from typing import Any
 
-from ddim_bench.tracking.wandb_file import (RUN_DIR_PREFIXES, WandbFormatError, _format_error, _wandb_file,  # noqa: F401
+from wandb_file import (RUN_DIR_PREFIXES, WandbFormatError, _format_error, _wandb_file,  # noqa: F401
                                            iter_records, wait_until_written)
 
 
@@ -94,6 +94,7 @@ def read_run(run_dir_or_wandb_file) -> dict:
     ``exit_code`` is None when the run never finished.
     """
     wandb_file = _wandb_file(run_dir_or_wandb_file)
+    wait_until_written(wandb_file)
     run_dir = os.path.dirname(os.path.abspath(wandb_file))
     out: dict[str, Any] = {
         "id": None, "project": None, "entity": None, "name": None, "group": None, "job_type": None,

@@ -119,17 +119,5 @@ def finish_active_run() -> None:
     """Finish the process's current W&B run (the Lightning logger leaves it open after ``fit``)."""
     import wandb
 
-    run = wandb.run
-    if run is not None:
-        run_dir = run.settings.sync_dir
+    if wandb.run is not None:
         wandb.finish()
-        wait_written(run_dir)
-
-
-def wait_written(run_dir: str | None) -> None:
-    # wandb 0.31's finish() returns before the .wandb file is flushed; wait so the run can be
-    # read back (or synced) as soon as this returns.
-    if run_dir:
-        from ddim_bench.tracking.wandb_file import wait_until_written
-        wait_until_written(run_dir, timeout=30.0)
-

@@ -7,7 +7,7 @@ import os
 
 from ddim_bench.io import atomic_write
 from ddim_bench.tracking.files import SCALARS_CSV, CSVText, ScalarCSV, jsonable, safe_name, scalar
-from ddim_bench.tracking.settings import init_kwargs, scrub, wait_written, wandb_section
+from ddim_bench.tracking.settings import init_kwargs, scrub, wandb_section
 
 
 class Tracker:
@@ -128,4 +128,3 @@ class Tracker:
         if self.run is not None:
             self.run.finish(exit_code=exit_code)
             self.run = None
-            wait_written(self.run_dir)

@@ -1,4 +1,4 @@
-"""The ``.wandb`` file of an offline run: read its records, and wait until wandb has finished writing it.
+"""The tests' reader of an offline run's ``.wandb`` file: its records, and a wait until wandb has written it.
 
 The ``.wandb`` file is a LevelDB-style log of protobuf ``Record`` messages (wandb's own
 ``wandb.proto.wandb_internal_pb2``): a 7-byte file header (``:W&B``, magic 0xBEE1, version 0),
@@ -117,14 +117,16 @@ def _wandb_file(run_dir_or_wandb_file: str) -> str:
     raise FileNotFoundError(f"{p} does not exist")
 
 
-def wait_until_written(run_dir_or_wandb_file, timeout: float = 30.0, poll: float = 0.02) -> bool:
-    """Wait until a finished run's ``.wandb`` file holds its exit record; False on timeout.
+def wait_until_written(run_dir_or_wandb_file, timeout: float = 30.0, settle_s: float = 1.0,
+                       poll: float = 0.02) -> bool:
+    """Wait until a run's ``.wandb`` file holds its exit record (True), or has not changed for ``settle_s`` (a run
+    that never finished, e.g. killed) or ``timeout`` passed (False).
 
-    wandb 0.31 returns from ``run.finish()`` before its service has flushed and closed the
-    file (it can still be just the 7-byte header), so read a run back only after this.
+    The wandb service writes the file in its own process, and can still be flushing it when ``run.finish()``
+    has returned, so the tests read a run back only after this.
     """
     deadline = time.monotonic() + timeout
-    last_size = -1
+    last_size, since = -1, time.monotonic()
     while True:
         try:
             path = _wandb_file(run_dir_or_wandb_file)
@@ -137,7 +139,9 @@ def wait_until_written(run_dir_or_wandb_file, timeout: float = 30.0, poll: float
                     return True
             except WandbFormatError:
                 pass  # caught mid-write; look again
-        last_size = size
-        if time.monotonic() > deadline:
+        if size != last_size:
+            last_size, since = size, time.monotonic()
+        now = time.monotonic()
+        if now > deadline or (size > 0 and now - since > settle_s):
             return False
         time.sleep(poll)
