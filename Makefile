@@ -62,17 +62,17 @@ perf: $(VENV)/.installed
 clean:
 	rm -rf outputs .cache $(LOWEST)
 
-# The GPU check (benchmarks/gpu_check.py): on a machine with CUDA the full run (under 8 minutes on an H100),
+# The GPU check (benchmarks/gpu/check.py): on a machine with CUDA the full run (under 8 minutes on an H100),
 # elsewhere its small CPU version.  On the lent GPU machine (no venv, no internet) run
-# `GPU_CHECK_OUT=<folder> bash benchmarks/gpu_setup.sh` instead, after `make gpu-wheels` here.
+# `GPU_CHECK_OUT=<folder> bash benchmarks/gpu/setup.sh` instead, after `make gpu-wheels` here.
 .PHONY: gpu-check gpu-wheels
 GPU_CHECK_OUT ?= outputs/gpu-check
 gpu-check: $(VENV)/.installed
-	$(PY) benchmarks/gpu_check.py --out $(GPU_CHECK_OUT) $$($(PY) -c "import torch; print('' if torch.cuda.is_available() else '--quick')")
+	$(PY) benchmarks/gpu/check.py --out $(GPU_CHECK_OUT) $$($(PY) -c "import torch; print('' if torch.cuda.is_available() else '--quick')")
 
 # Wheels of what the GPU machine lacks, for its Python (cp312, manylinux x86-64), into .whl/ (ignored by git).
-# Also torchvision (torch-fidelity needs it) for the GPU machine's torch (2.11 when last seen): gpu_setup.sh
+# Also torchvision (torch-fidelity needs it) for the GPU machine's torch (2.11 when last seen): benchmarks/gpu/setup.sh
 # installs it only where torchvision is missing and the wheel's torch pin is that machine's torch.
 GPU_TORCHVISION ?= 0.26.0
 gpu-wheels: $(VENV)/.installed
-	$(PY) -m benchmarks.gpucheck_wheels --dest .whl $(if $(GPU_TORCHVISION),--torchvision $(GPU_TORCHVISION))
+	$(PY) -m benchmarks.gpu.wheels --dest .whl $(if $(GPU_TORCHVISION),--torchvision $(GPU_TORCHVISION))

@@ -1,4 +1,4 @@
-"""The GPU check (benchmarks/gpu_check.py) in its small CPU version (--quick), end to end, so it never rots:
+"""The GPU check (benchmarks/gpu/check.py) in its small CPU version (--quick), end to end, so it never rots:
 each part writes its rows with numbers, or the explicit line that says why it was skipped here."""
 import json
 import os
@@ -13,7 +13,7 @@ ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "CUDA_VISIB
 
 
 def gpu_check(out: Path, *args: str) -> tuple[subprocess.CompletedProcess, dict, str]:
-    proc = subprocess.run([sys.executable, "-m", "benchmarks.gpu_check", "--quick", "--out", str(out),
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.gpu.check", "--quick", "--out", str(out),
                            "--work", str(out / "work"), *args], cwd=ROOT, env=ENV, capture_output=True, text=True,
                           timeout=300)
     assert (out / "gpu-check.json").is_file(), proc.stdout[-2000:] + proc.stderr[-3000:]

@@ -14,7 +14,7 @@ import time
 import torch
 
 from benchmarks.common import SCHEDULE, TINY
-from benchmarks.gpucheck_common import Budget, Ctx, no_tf32, num, seeded_batch, table
+from benchmarks.gpu.common import Budget, Ctx, no_tf32, num, seeded_batch, table
 from ddim_bench.images import to_uint8_rgb
 from ddim_bench.models.unet import UNet
 from ddim_bench.sampling import ddim

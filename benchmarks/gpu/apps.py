@@ -15,9 +15,9 @@ import sys
 import time
 from pathlib import Path
 
-from benchmarks.gpucheck_common import Budget, Ctx, num, table
+from benchmarks.gpu.common import Budget, Ctx, num, table
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 # the sweep's line per finished cell, e.g. "  S=10 η = 0 uniform: FID 12.3 [11.9, 12.8] (1 block), 950 img/s, NFE 10"
 FID_LINE = re.compile(r"^\s*(\S.*?): FID ([\d.eE+-]+)(?: ± [\d.eE+-]+| \[[^\]]*\])?(?: \(\d+ blocks?\))?, ([\d.]+) img/s", re.M)
 SWEEP_NAME = "gpu-check"

@@ -22,12 +22,12 @@ from pathlib import Path
 from types import SimpleNamespace
 
 if __package__ in (None, ""):
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 import torch  # noqa: E402
 
 from benchmarks.common import Opts, Row, main_for  # noqa: E402
-from benchmarks.growth import reset_peak_rss  # noqa: E402
+from benchmarks.cpu.growth import reset_peak_rss  # noqa: E402
 
 SIZES = {"full": dict(n=50_000, d=2048, batch=500), "quick": dict(n=2_000, d=2048, batch=250)}
 REF_N = 4096  # reference moments only (their size does not depend on the reference count)
@@ -94,10 +94,10 @@ def child(mode: str, n: int, d: int, batch: int, out: str) -> None:
 def run(mode: str, world: int, size: dict, folder: str) -> list[dict]:
     out = os.path.join(folder, f"{mode}-{world}")
     env = {**os.environ, "WORLD": str(world), "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
-           "PYTHONPATH": os.pathsep.join([str(Path(__file__).resolve().parent.parent),
+           "PYTHONPATH": os.pathsep.join([str(Path(__file__).resolve().parents[2]),
                                           os.environ.get("PYTHONPATH", "")])}
-    subprocess.run([sys.executable, "-m", "benchmarks.fid_memory", "--child", mode, str(size["n"]), str(size["d"]),
-                    str(size["batch"]), out], check=True, env=env, cwd=Path(__file__).resolve().parent.parent,
+    subprocess.run([sys.executable, "-m", "benchmarks.cpu.fid_memory", "--child", mode, str(size["n"]), str(size["d"]),
+                    str(size["batch"]), out], check=True, env=env, cwd=Path(__file__).resolve().parents[2],
                    stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=1800)
     return [json.loads(Path(f"{out}.rank{r}.json").read_text()) for r in range(world)]
 

@@ -2,13 +2,13 @@
 # On the lent GPU machine (its own Python 3.12 with a CUDA torch, Lightning, torchmetrics, scikit-learn,
 # matplotlib, tqdm; no internet): install what it lacks from the wheels that `make gpu-wheels` put in .whl/
 # (the project's own among them, installed without its dependencies) into a folder of their own, so nothing of
-# its torch is touched; then run the GPU check.  Arguments go to benchmarks/gpu_check.py.
+# its torch is touched; then run the GPU check.  Arguments go to benchmarks/gpu/check.py.
 #
-#   GPU_CHECK_OUT=<folder> bash benchmarks/gpu_setup.sh [--budget-speed 270 ...]
+#   GPU_CHECK_OUT=<folder> bash benchmarks/gpu/setup.sh [--budget-speed 270 ...]
 #
 # PYTHON (default python3), WHEELS (default .whl) and GPU_SITE (default .whl/site) can be changed.
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 PY=${PYTHON:-$(command -v python3 || command -v python)}
 WHEELS=${WHEELS:-.whl}
 SITE=${GPU_SITE:-$WHEELS/site}
@@ -74,4 +74,4 @@ export PATH="$SITE/bin:$PATH"
 "$PY" -c 'import torchvision' 2>/dev/null || echo "warning: no torchvision here: torch-fidelity (the sweep's FID) needs" \
     "it; make gpu-wheels GPU_TORCHVISION=<the version matching this torch> adds its wheel"
 echo "setup: $(( $(date +%s) - t0 )) s, ${#missing[@]} wheels installed into $SITE"
-exec "$PY" -m benchmarks.gpu_check "$@"
+exec "$PY" -m benchmarks.gpu.check "$@"

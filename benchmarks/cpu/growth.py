@@ -18,7 +18,7 @@ import torch
 from benchmarks.common import SCHEDULE, Opts, Row, main_for, noise, tiny_unet
 from benchmarks.timing import median, timed
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 SIZES = {"full": dict(n=(250, 500, 1000), steps=(10, 50), repeats=3),
          "quick": dict(n=(32, 64), steps=(2, 4), repeats=1)}
 # glibc raises its mmap threshold as large blocks are freed, after which freed activations stay in the heap and
@@ -69,7 +69,7 @@ def worker(n: int, steps: int, repeats: int) -> dict:
 
 
 def run_worker(n: int, steps: int, threads: int, repeats: int, env: dict | None = None) -> dict:
-    cmd = [sys.executable, "-m", "benchmarks.growth", "--worker", str(n), str(steps), "--threads", str(threads),
+    cmd = [sys.executable, "-m", "benchmarks.cpu.growth", "--worker", str(n), str(steps), "--threads", str(threads),
            "--repeats", str(repeats)]
     out = subprocess.run(cmd, capture_output=True, text=True, check=True, cwd=ROOT, env={**os.environ, **(env or {})})
     return json.loads(out.stdout.strip().splitlines()[-1])

@@ -4,7 +4,7 @@ For each fast-path switch added in turn (fp32, bf16, + channels_last, + compile,
 bare network call (the floor) and ``ddim.sample`` at each S, interleaved in one run, and reports images/s, the
 ratio to the floor, and the achieved FLOP/s (FlopCounterMode on one network call) as a share of the GPU's peak;
 η = 1 (the harness's per-sample noise) beside η = 0, and the same loop through diffusers beside ours
-(benchmarks/gpucheck_loops.py).
+(benchmarks/gpu/loops.py).
 """
 from __future__ import annotations
 
@@ -14,9 +14,9 @@ import time
 import torch
 
 from benchmarks.common import SCHEDULE, TINY
-from benchmarks.gpucheck_common import Budget, Ctx, num, pct, seeded_batch, table
-from benchmarks.gpucheck_env import fp32_peak_key
-from benchmarks.gpucheck_loops import diffusers_rows
+from benchmarks.gpu.common import Budget, Ctx, num, pct, seeded_batch, table
+from benchmarks.gpu.env import fp32_peak_key
+from benchmarks.gpu.loops import diffusers_rows
 from benchmarks.timing import interleaved, median, median_ratio, timed
 from ddim_bench.models import fast
 from ddim_bench.models.checkpoint import OFFICIAL_CIFAR10_MODEL

@@ -6,7 +6,7 @@ hence also what those require.  Shipped: the project's dependencies it lacks (WA
 Requires-Dist (markers evaluated for Python 3.12 on Linux x86-64), everything they need that the machine surely
 has not (see ``surely_there``).  torchvision must match the machine's torch build, so it is only added on request
 (--torchvision VERSION).  The project's own wheel is built here too (no build tools needed there).
-benchmarks/gpu_setup.sh installs them there.
+benchmarks/gpu/setup.sh installs them there.
 """
 from __future__ import annotations
 
@@ -115,7 +115,7 @@ def download(pins: dict[str, str], dest: str) -> None:
 def project_wheel(dest: str) -> str:
     """The project's own wheel (pure Python, no dependencies installed from it), built from a copy of its sources
     so that nothing is written into the working tree; the GPU machine then needs no build tools."""
-    root = Path(__file__).resolve().parent.parent
+    root = Path(__file__).resolve().parents[2]
     with tempfile.TemporaryDirectory() as tmp:
         for name in ("pyproject.toml", "README.md"):
             shutil.copy(root / name, tmp)

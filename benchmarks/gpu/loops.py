@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 
-from benchmarks.gpucheck_common import Budget, num, table
+from benchmarks.gpu.common import Budget, num, table
 from benchmarks.timing import interleaved, median, median_ratio
 from ddim_bench.sampling import ddim
 
@@ -16,7 +16,7 @@ def diffusers_rows(run, budget: Budget, labels: list[str], models: dict) -> dict
     args, rows, lines = run.ctx.args, [], []
     if importlib.util.find_spec("diffusers") is None:
         return {**table(title, COLUMNS, []), "lines": ["skipped: diffusers is not installed"]}
-    from benchmarks.diffusers_loop import diffusers_sample, diffusers_scheduler
+    from benchmarks.cpu.diffusers_loop import diffusers_sample, diffusers_scheduler
     steps = args.diffusers_steps
     sched = diffusers_scheduler(run.alphas, steps)
     taus = ddim.timesteps(1000, steps)

@@ -15,19 +15,19 @@ import time
 import traceback
 from pathlib import Path
 
-if __package__ in (None, ""):  # run as a file (python benchmarks/gpu_check.py): make the repository importable
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+if __package__ in (None, ""):  # run as a file (python benchmarks/gpu/check.py): make the repository importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 import torch  # noqa: E402
 
-from benchmarks import gpucheck_apps, gpucheck_correct, gpucheck_env, gpucheck_speed  # noqa: E402
-from benchmarks.gpucheck_common import Budget, Ctx  # noqa: E402
-from benchmarks.gpucheck_report import markdown  # noqa: E402
+from benchmarks.gpu import apps, correct, env, speed  # noqa: E402
+from benchmarks.gpu.common import Budget, Ctx  # noqa: E402
+from benchmarks.gpu.report import markdown  # noqa: E402
 
-PARTS = {"env": ("1. Environment", gpucheck_env.run, None),
-         "correctness": ("2. Correctness on the device", gpucheck_correct.run, "budget_correct"),
-         "speed": ("3. CIFAR-10 UNet sampling throughput", gpucheck_speed.run, "budget_speed"),
-         "apps": ("4. End to end through the apps", gpucheck_apps.run, "budget_apps")}
+PARTS = {"env": ("1. Environment", env.run, None),
+         "correctness": ("2. Correctness on the device", correct.run, "budget_correct"),
+         "speed": ("3. CIFAR-10 UNet sampling throughput", speed.run, "budget_speed"),
+         "apps": ("4. End to end through the apps", apps.run, "budget_apps")}
 # sizes of the GPU run, and of the small CPU version (--quick, or no CUDA)
 FULL = dict(batches=[512, 256], steps=[10, 50, 100], eta1_steps=10, diffusers_steps=50, repeats=3,
             train_steps=300, sweep_n=1000, sweep_steps=[10, 50], sweep_eta=[0.0, 1.0], logger=None, train_extra=[])
