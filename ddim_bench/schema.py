@@ -13,11 +13,8 @@ from typing import Any, Dict, List, Optional
 
 from omegaconf import MISSING
 
-SKIPS = ("uniform", "quad", "trailing", "linspace")
-VARIANCES = ("eta", "hat")
-SCHEDULES = ("linear", "cosine")
-WANDB_MODES = ("online", "offline", "disabled")
-WEIGHTS = ("ema", "raw")
+from ddim_bench.choices import (COMPILE_MODES, EXTRACTORS, SCHEDULES, SKIPS, VARIANCES, WANDB_MODES,  # noqa: F401
+                                WEIGHTS)
 
 
 def spec(default=MISSING, *, min=None, max=None, below=None, choices=None, factory=None, help: str = "",
@@ -47,8 +44,7 @@ class Fast:
     bf16: bool = False
     channels_last: bool = False
     compile: bool = False
-    compile_mode: Optional[str] = spec(None, choices=("default", "reduce-overhead", "max-autotune",
-                                                      "max-autotune-no-cudagraphs"))
+    compile_mode: Optional[str] = spec(None, choices=COMPILE_MODES)
 
 
 @dataclass
@@ -140,8 +136,7 @@ class Bootstrap:
 
 @dataclass
 class Metrics:
-    extractor: str = spec("digits", choices=("digits", "inception-v3-compat", "mnist",
-                                                "dinov2-vit-s-14", "dinov2-vit-b-14", "dinov2-vit-l-14"))
+    extractor: str = spec("digits", choices=EXTRACTORS)
     weights_path: Optional[str] = None
     classifier: Optional[Dict[str, Any]] = None
     fid: bool = True

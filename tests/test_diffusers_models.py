@@ -13,7 +13,7 @@ import torch
 from wandb_records import find_runs, read_run
 
 from ddim_bench import config
-from ddim_bench.apps import sweep
+from ddim_bench.sweep import prepare, run as sweep
 from ddim_bench.errors import UserError
 from ddim_bench.evaluation import store
 from ddim_bench.models import checkpoint
@@ -66,7 +66,7 @@ def test_pipeline_folder_loads_with_its_schedule_and_content_hash(tiny, tmp_path
 
 
 def test_reconstruction_runs_on_a_diffusers_folder(tiny, cache_dir, tmp_path, compose):
-    from ddim_bench.apps import reconstruct
+    from ddim_bench.tasks import reconstruct
     cfg = compose("reconstruct", f"checkpoint={tiny[0]}", f"paths.results_dir={tmp_path}", "n_images=8",
                   f"hydra.run.dir={tmp_path}/run", "steps=[5,20]", "logger.wandb.mode=disabled")
     out = reconstruct.run(cfg)
@@ -145,7 +145,7 @@ def test_diffusers_folder_is_swept_reported_and_logged(tiny, cache_dir, tmp_path
     commit = hub_cache_with(folder, cache_dir, repo="tiny/swept")  # the same weights as a Hub model, offline
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     via_hub = compose("sweep", *[o for o in overrides if not o.startswith("checkpoint=")], "checkpoint=tiny/swept")
-    assert sweep.prepare(via_hub, False)["loaded"].info["revision"] == commit
+    assert prepare.prepare(via_hub, False)["loaded"].info["revision"] == commit
     assert sweep.run_sweep(via_hub) == [], "the same weights from the Hub are the same records"
     cli("ddim-bench-report", f"results_dir={tmp_path}", "sweep_name=hub", "logger.wandb.mode=offline",
         f"hydra.run.dir={tmp_path / 'report-run'}")
@@ -214,7 +214,7 @@ def test_the_schedule_override_is_checked_against_the_folders_own(tiny, tmp_path
     cfg = compose("sweep", f"checkpoint={tiny[0]}", f"paths.results_dir={tmp_path}", f"hydra.run.dir={tmp_path}/r",
                   "diffusion.num_timesteps=1000", "logger.wandb.mode=disabled")
     with pytest.raises(UserError, match=r"diffusion.num_timesteps=1000 differs from the checkpoint's own"):
-        sweep.prepare(cfg, multirun=False)
+        prepare.prepare(cfg, multirun=False)
 
 
 def test_unsupported_folders_are_refused_by_name(tmp_path):

@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch_fidelity.metric_fid import fid_featuresdict_to_statistics, fid_statistics_to_metric
 
-from ddim_bench.apps import sweep
+from ddim_bench.sweep import run as sweep
 from ddim_bench.evaluation import store
 from ddim_bench.evaluation.moments import Moments, fid
 
@@ -54,7 +54,6 @@ def dist_moments(tmp_path, world: int, batch: int, d: int = D) -> dict:
 @pytest.mark.slow
 def test_moments_of_one_rank_equal_two_ranks(tmp_path):
     """Real Lightning Fabric DDP, 2 CPU processes (gloo), one thread each: the summed moments are the same."""
-    sys.path.insert(0, str(HERE))
     from dist_moments import features
     one, two = dist_moments(tmp_path, 1, 8), dist_moments(tmp_path, 2, 5)
     assert (one["world"], two["world"]) == (1, 2)

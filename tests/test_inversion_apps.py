@@ -8,7 +8,7 @@ import torch
 from PIL import Image
 
 from ddim_bench import config, paper
-from ddim_bench.apps import reconstruct
+from ddim_bench.tasks import reconstruct
 from ddim_bench.images import upscale
 from ddim_bench.models import checkpoint
 from ddim_bench.reporting.reconstruction import reconstruction_records, report_reconstruction

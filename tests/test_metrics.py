@@ -59,7 +59,7 @@ def test_classifier_trained_once_then_cached(cache, scorer):
     assert F.CLASSIFIER_TRAININGS == trainings  # loaded from disk, not retrained
     assert again.extractor_id == scorer.extractor_id
     # Changing a setting changes the cache key.
-    assert F.settings_hash(F.digits_settings(seed=1)) != F.settings_hash(F.digits_settings())
+    assert F.settings_hash(F.classifier_recipe(seed=1)) != F.settings_hash(F.classifier_recipe())
 
 
 def test_extractor_input_sizes(scorer, digits):

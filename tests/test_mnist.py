@@ -50,9 +50,9 @@ def test_bad_settings_are_one_line_user_errors():
     with pytest.raises(UserError, match="data.test_per_class"):
         MnistDataModule(test_per_class=600)
     with pytest.raises(UserError, match="metrics.classifier.resolution=8"):
-        F.digits_settings(dataset="mnist", resolution=8)
+        F.classifier_recipe(dataset="mnist", resolution=8)
     with pytest.raises(UserError, match="metrics.classifier.dataset=cifar"):
-        F.digits_settings(dataset="cifar")
+        F.classifier_recipe(dataset="cifar")
     with pytest.raises(UserError, match="metrics.classifier.dataset=digits"):
         F.classifier_settings({"extractor": "mnist", "classifier": {"dataset": "digits"}})
 
@@ -66,16 +66,16 @@ def test_the_configs_compose_validate_and_build(root_dir, compose):
 
 
 def test_digits_classifier_cache_key_is_unchanged():
-    assert F.settings_hash(F.digits_settings()) == "28b7e95cb625"  # the key before MNIST support
-    assert F.settings_hash(F.digits_settings(**FAST)) != F.settings_hash(F.digits_settings(dataset="mnist"))
+    assert F.settings_hash(F.classifier_recipe()) == "28b7e95cb625"  # the key before MNIST support
+    assert F.settings_hash(F.classifier_recipe(**FAST)) != F.settings_hash(F.classifier_recipe(dataset="mnist"))
 
 
 def test_mnist_classifier_is_trained_once_cached_and_accurate(tmp_path, dm):
     before = F.CLASSIFIER_TRAININGS
-    path = F.ensure_digits_classifier(str(tmp_path), **FAST)
+    path = F.ensure_classifier(str(tmp_path), **FAST)
     assert F.CLASSIFIER_TRAININGS == before + 1
     assert Path(path).name.startswith("mnist-cnn-") and Path(path).parent.name == "mnist_cnn"
-    assert F.ensure_digits_classifier(str(tmp_path), **FAST) == path
+    assert F.ensure_classifier(str(tmp_path), **FAST) == path
     assert F.CLASSIFIER_TRAININGS == before + 1  # the second build loads it
     ckpt = torch.load(path, weights_only=False)
     assert ckpt["heldout_accuracy"] > 0.9, ckpt["heldout_accuracy"]

@@ -6,7 +6,8 @@ import statistics
 import pytest
 from PIL import Image
 
-from ddim_bench.apps import report, sweep
+from ddim_bench.reporting import report
+from ddim_bench.sweep import run as sweep
 from ddim_bench.evaluation import store
 
 N = 40

@@ -151,7 +151,7 @@ def test_sampler_sweep_report_and_wandb_show_nfe_verdicts_front_and_a_user_claim
     paired verdicts against DDIM, the front and the user's claim, and the W&B report run holds them as tables."""
     from wandb_records import find_runs, read_run
 
-    from ddim_bench.apps import sweep as sweep_app
+    from ddim_bench.sweep import run as sweep_app
     from ddim_bench.evaluation import store
     from ddim_bench.evaluation.record import cell_key, key_fields
     from ddim_bench.sampling.cell import Cell

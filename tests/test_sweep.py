@@ -6,7 +6,7 @@ import time
 import pytest
 import torch
 
-from ddim_bench.apps import sweep
+from ddim_bench.sweep import prepare, run as sweep
 from ddim_bench.evaluation import metrics, store
 from ddim_bench.evaluation.record import cell_key, key_fields
 from ddim_bench.sampling.cell import Cell, cells_from_config
@@ -174,8 +174,8 @@ def test_mixed_sampler_grid_counts_nfe_and_resumes(sweep_cfg, tmp_path):
 
 def test_a_classifier_of_other_data_is_named_before_any_work(sweep_cfg, tmp_path, capsys):
     """metrics=mnist on a digits checkpoint scores with a network trained on MNIST: said in one warning line."""
-    sweep.prepare(sweep_cfg(tmp_path / "r", "metrics=mnist"), False)
+    prepare.prepare(sweep_cfg(tmp_path / "r", "metrics=mnist"), False)
     err = capsys.readouterr().err
     assert "warning: metrics=mnist scores with a classifier trained on mnist images, but data=digits" in err
-    sweep.prepare(sweep_cfg(tmp_path / "r"), False)
+    prepare.prepare(sweep_cfg(tmp_path / "r"), False)
     assert "warning" not in capsys.readouterr().err

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from ddim_bench.apps import sweep, sweep_plan
+from ddim_bench.sweep import plan as sweep_plan, run as sweep
 from ddim_bench.evaluation import plan as P
 
 N = 6
@@ -21,6 +21,7 @@ def overrides(ckpt, results, *extra):
             *extra]
 
 
+@pytest.mark.slow  # a sweep in-process
 def test_planned_model_calls_are_the_calls_the_sweep_counts(untrained_ckpt, tmp_path, capsys):
     args = overrides(untrained_ckpt, tmp_path / "res", f"hydra.run.dir={tmp_path / 'run'}")
     (job,) = sweep_plan.show([sweep_plan.compose(args)], False)

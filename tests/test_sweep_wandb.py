@@ -6,7 +6,7 @@ import pytest
 
 from wandb_records import find_runs, read_run
 
-from ddim_bench.apps import sweep
+from ddim_bench.sweep import run as sweep
 from ddim_bench.evaluation import store
 
 

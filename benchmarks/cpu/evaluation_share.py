@@ -62,7 +62,7 @@ PARTS = {"load checkpoint": [("ddim_bench.models.checkpoint", "load")],
          "build model": [("ddim_bench.models.checkpoint", "build_model")],
          "build scorer": [("ddim_bench.evaluation.metrics", "Scorer.__init__")],
          "reference features (cache)": [("ddim_bench.evaluation.metrics", "Scorer.reference")],
-         "generate": [("ddim_bench.evaluation.cell_run", "generate"), ("ddim_bench.apps.sweep", "generate")],
+         "generate": [("ddim_bench.evaluation.cell_run", "generate")],
          "features": [("ddim_bench.evaluation.metrics", "Scorer.features")],
          "score": [("ddim_bench.evaluation.metrics", "Scorer.score")],
          "write record": [("ddim_bench.evaluation.store", "ResultStore.put")],
@@ -88,7 +88,7 @@ def locate(places: list[tuple[str, str]]) -> tuple[object, str] | None:
 def timed_sweep(folder: str, ckpt: str, n: int, steps: int) -> tuple[dict, float, dict, list[str]]:
     """Run a one-cell sweep; returns its record, its wall seconds, the seconds spent in each part found, and the
     parts not found (moved in the code: not timed)."""
-    from ddim_bench.apps import sweep
+    from ddim_bench.sweep import run as sweep
     cfg = compose_sweep([f"checkpoint={ckpt}", f"paths.results_dir={folder}/results", f"hydra.run.dir={folder}/run",
                          f"n_samples={n}", f"sampler.steps={steps}", "sampler.eta=0.0", "grid=none",
                          "logger.wandb.mode=disabled"])

@@ -1,89 +1,17 @@
-"""``ddim-bench-train``: train a diffusion UNet with Lightning, every knob composed by Hydra."""
+"""``ddim-bench-train``: train a diffusion UNet with Lightning, every knob composed by Hydra
+(:func:`ddim_bench.training.run.train`).  A rerun in the same run folder resumes."""
 from __future__ import annotations
 
-import os
-import sys
-
 import hydra
-import pytorch_lightning as pl
 from omegaconf import DictConfig
-from pytorch_lightning.callbacks import EMAWeightAveraging, LearningRateMonitor, ModelCheckpoint
-from pytorch_lightning.loggers import WandbLogger
 
-from ddim_bench import cli, config, schema, validation
-from ddim_bench.training.callbacks import SampleGrid
-from ddim_bench.training.resume import find_resume
-from ddim_bench.training.module import DiffusionModule
-
-
-def build_callbacks(cfg: DictConfig, out: str, dm) -> list[pl.Callback]:
-    cbs = [
-        ModelCheckpoint(dirpath=os.path.join(out, "checkpoints"), filename="step_{step:07d}",
-                        auto_insert_metric_name=False, every_n_train_steps=cfg.callbacks.checkpoint_every_n_steps,
-                        save_last=True, save_top_k=-1),
-        EMAWeightAveraging(decay=cfg.ema.decay),
-        SampleGrid(os.path.join(out, "samples"), **cfg.callbacks.sample_grid),
-        LearningRateMonitor(logging_interval="step"),
-    ]
-    fid = cfg.callbacks.fid
-    if fid.every_n_steps:
-        from ddim_bench.training.fid_callback import FIDCallback
-        cbs.append(FIDCallback(cfg.metrics, cfg.paths.cache_dir, dm, fid.every_n_steps, fid.n_samples, fid.steps,
-                               seed=cfg.seed, batch_size=cfg.sampler.batch_size))
-        cbs.append(ModelCheckpoint(dirpath=os.path.join(out, "checkpoints"), filename="best-fid", monitor="val/fid",
-                                   mode="min", save_top_k=1, every_n_train_steps=fid.every_n_steps,
-                                   auto_insert_metric_name=False))
-    return cbs
-
-
-def train(cfg: DictConfig) -> DiffusionModule:
-    from ddim_bench import tracking
-    validation.check_accelerator("trainer.accelerator", cfg.trainer.accelerator)
-    validation.check_trainer(config.plain(cfg.trainer))
-    T = cfg.diffusion.num_timesteps
-    validation.check_steps([cfg.callbacks.sample_grid.steps], T, "callbacks.sample_grid.steps")
-    validation.check_steps([cfg.callbacks.fid.steps], T, "callbacks.fid.steps")
-    validation.check_steps([cfg.sampler.steps], T, "sampler.steps")
-    dm = config.build_datamodule(cfg.data)
-    model_shape = (cfg.model.in_channels, cfg.model.resolution, cfg.model.resolution)
-    # a missing dataset root or a model that does not fit the images stops here, before anything is written
-    validation.check_resolution(config.image_shape(dm.reference("train"), dm), model_shape, dm.name)
-    if cfg.callbacks.fid.every_n_steps:
-        from ddim_bench.evaluation.metrics import check_extractor, data_mismatch
-        check_extractor(cfg.metrics, cfg.download)
-        warning = data_mismatch(cfg.metrics, dm.name)
-        if warning and cli.launcher_rank() == 0:
-            print(warning, file=sys.stderr, flush=True)
-    # a bad ckpt_path stops here; a truncated last.ckpt falls back to an older checkpoint
-    resume = find_resume(cfg.ckpt_path, cfg.paths.output_dir, say=cli.launcher_rank() == 0)
-    if resume.path and cli.launcher_rank() == 0:
-        print(f"resuming from {resume.path}", flush=True)
-    pl.seed_everything(cfg.seed, workers=True, verbose=False)
-    out = cfg.paths.output_dir
-    module = DiffusionModule(config.unet_kwargs(cfg.model), config.plain(cfg.diffusion), lr=cfg.optim.lr,
-                             warmup_steps=cfg.optim.warmup_steps)
-    loggers = tracking.lightning_logger(cfg.logger, config.plain(cfg), save_dir=out, resume_step=resume.history_step)
-    trainer = pl.Trainer(**config.plain(cfg.trainer), default_root_dir=out, logger=loggers,
-                         callbacks=build_callbacks(cfg, out, dm))
-    try:
-        trainer.fit(module, datamodule=dm, ckpt_path=resume.path)
-    except SystemExit:
-        if trainer.interrupted:  # Lightning's Ctrl-C handling exits; say it as the other apps do
-            raise KeyboardInterrupt from None
-        raise
-    if trainer.is_global_zero:
-        last = os.path.join(out, "checkpoints", "last.ckpt")
-        for lg in loggers:
-            if isinstance(lg, WandbLogger):
-                lg.experiment.summary["checkpoint"] = last
-        tracking.finish_active_run()
-        print(f"checkpoint: {last}", flush=True)
-    return module
+from ddim_bench import cli, schema
 
 
 @hydra.main(version_base="1.3", config_path=str(cli.CONF_DIR), config_name="train")
 @cli.app(schema.TrainApp)
 def _main(cfg: DictConfig) -> None:
+    from ddim_bench.training.run import train
     train(cfg)
 
 

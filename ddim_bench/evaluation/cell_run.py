@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import torch
 
 from ddim_bench.dist import Dist, device_name, peak_memory_mb, reset_peak_memory
+from ddim_bench.evaluation import record
 from ddim_bench.evaluation.moments import Moments
 from ddim_bench.sampling.cell import Cell
 from ddim_bench.sampling.generate import generate, rank_indices
@@ -78,17 +79,15 @@ def evaluate(ctx: Context, cell: Cell, seed: int, progress=None) -> Outcome | No
     intervals = _intervals(ctx, gen)
     images = torch.stack([im for _, im in sorted((kv for p in parts for kv in p[0]), key=lambda kv: kv[0])]) \
         if ctx.keep_images else torch.empty(0, dtype=torch.uint8)
-    seconds = max(p[1]["seconds"] for p in parts)  # ranks run side by side: the slowest sets the wall time
     nfe = timing["nfe"]
-    fields = {**scores, **intervals, "n_scored": total.n, "seconds": seconds,
-              "sec_per_image": seconds / ctx.n_samples,
-              "images_per_sec": ctx.n_samples / max(seconds, 1e-9), "nfe": nfe,
-              "nfe_predicted": timing.get("nfe_predicted", nfe),
-              "flops_per_image": None if ctx.flops_per_call is None else ctx.flops_per_call * nfe,
-              "peak_mem_mb": max(p[2] for p in parts), "world_size": dist.world, "device": str(dist.device),
-              "device_name": device_name(dist.device),
-              "score_seconds": t_boot - t_score, "bootstrap_seconds": time.perf_counter() - t_boot,
-              "cell_seconds": time.perf_counter() - t0}
+    fields = record.measured_fields(
+        scores, intervals, n_samples=ctx.n_samples, n_scored=total.n,
+        seconds=max(p[1]["seconds"] for p in parts),  # ranks run side by side: the slowest sets the wall time
+        nfe=nfe, nfe_predicted=timing.get("nfe_predicted", nfe), flops_per_call=ctx.flops_per_call,
+        peak_mem_mb=max(p[2] for p in parts), world_size=dist.world, device=str(dist.device),
+        device_name=device_name(dist.device),
+        timings={"score_seconds": t_boot - t_score, "bootstrap_seconds": time.perf_counter() - t_boot,
+                 "cell_seconds": time.perf_counter() - t0})
     return Outcome(fields, images, gen)
 
 

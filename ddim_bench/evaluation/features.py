@@ -22,6 +22,7 @@ from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY, register_featur
 from torch_fidelity.utils import create_feature_extractor
 from torch_fidelity.utils_torch import torch_atomic_save
 
+from ddim_bench.choices import DIGIT_EXTRACTORS, DINOV2_EXTRACTORS
 from ddim_bench.downloads import Remote, ensure
 from ddim_bench.errors import UserError
 from ddim_bench.evaluation import classifier as _classifier
@@ -32,9 +33,8 @@ from ddim_bench.evaluation.classifier import (DIGITS_ARCH_VERSION, DigitsCNN, Mn
 INCEPTION = "inception-v3-compat"
 DIGITS = "digits-cnn"
 INCEPTION_WEIGHTS_FILE = os.path.basename(URL_INCEPTION_V3)  # weights-inception-2015-12-05-6726825d.pth
-train_digits_classifier = train_classifier  # the old name
 # metrics.extractor: dinov2-vit-{s,b,l}-14 → our offline extractor (torch-fidelity's own needs torch.hub)
-DINOV2 = {f"dinov2-vit-{s}-14": f"dinov2-vit-{s}-14-local" for s in _dinov2.VIT_SIZES}
+DINOV2 = {name: f"{name}-local" for name in DINOV2_EXTRACTORS}
 
 
 class MissingWeightsError(UserError):
@@ -78,9 +78,10 @@ def check_dinov2_weights(name: str, weights_path, download: bool = False) -> str
 # The digit classifiers (trained and cached; the networks and their training live in classifier.py)
 # --------------------------------------------------------------------------------------------------------------
 
-def digits_settings(resolution: int | None = None, epochs: int | None = None, seed: int = 0,
+def classifier_recipe(resolution: int | None = None, epochs: int | None = None, seed: int = 0,
                     dataset: str = "digits") -> dict:
-    """The classifier settings (see ``classifier.settings_for``); the digits defaults give the old cache key."""
+    """Everything that determines a trained digit classifier, on the digits or on MNIST (``dataset``; see
+    ``classifier.settings_for``); the digits defaults give the old cache key."""
     return settings_for(dataset, resolution, epochs, seed)
 
 
@@ -90,12 +91,12 @@ def __getattr__(name):  # the live training counter, kept in classifier.py
     raise AttributeError(name)
 
 
-def ensure_digits_classifier(cache_dir: str, **settings) -> str:
+def ensure_classifier(cache_dir: str, **settings) -> str:
     """Path of the cached classifier checkpoint for these settings, training it first if it is not there.
 
     digits: ``digits_cnn/digits-cnn-<hash>.pt`` (as always); mnist: ``mnist_cnn/mnist-cnn-<hash>.pt``.
     """
-    s = digits_settings(**settings)
+    s = classifier_recipe(**settings)
     kind = dataset_of(s)
     path = os.path.join(cache_dir, f"{kind}_cnn", f"{kind}-cnn-{settings_hash(s)}.pt")
     if not os.path.isfile(path):
@@ -104,8 +105,9 @@ def ensure_digits_classifier(cache_dir: str, **settings) -> str:
     return path
 
 
-class FeatureExtractorDigits(FeatureExtractorBase):
-    """torch-fidelity wrapper around a trained :class:`DigitsCNN` checkpoint (``feature_extractor_weights_path``)."""
+class FeatureExtractorClassifier(FeatureExtractorBase):
+    """torch-fidelity wrapper around a trained digit classifier checkpoint (:class:`DigitsCNN` or :class:`MnistCNN`,
+    ``feature_extractor_weights_path``)."""
 
     def __init__(self, name, features_list, feature_extractor_weights_path=None, **kwargs):
         super().__init__(name, features_list)
@@ -149,7 +151,7 @@ class FeatureExtractorDigits(FeatureExtractorBase):
 
 
 if DIGITS not in FEATURE_EXTRACTORS_REGISTRY:
-    register_feature_extractor(DIGITS, FeatureExtractorDigits)
+    register_feature_extractor(DIGITS, FeatureExtractorClassifier)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -160,7 +162,7 @@ def extractor_name(metrics_cfg) -> str:
     """Registered torch-fidelity name for ``metrics.extractor``: ``digits`` and ``mnist`` (a classifier trained
     on MNIST) both name the ``digits-cnn`` extractor, whose checkpoint says which network it holds."""
     name = metrics_cfg.get("extractor", "digits")
-    name = DIGITS if name in ("digits", "mnist") else DINOV2.get(name, name)
+    name = DIGITS if name in DIGIT_EXTRACTORS else DINOV2.get(name, name)
     if name not in (DIGITS, INCEPTION, *DINOV2.values()):
         raise UserError(f"metrics.extractor={name} is not supported; use digits, mnist, {INCEPTION} or "
                         f"{', '.join(DINOV2)}")
@@ -174,11 +176,11 @@ def extractor_weights(metrics_cfg, cache_dir: str) -> str:
         return check_inception_weights(metrics_cfg.get("weights_path"))
     if name in _dinov2.NAMES:
         return check_dinov2_weights(name, metrics_cfg.get("weights_path"))
-    return ensure_digits_classifier(cache_dir, **classifier_settings(metrics_cfg))
+    return ensure_classifier(cache_dir, **classifier_settings(metrics_cfg))
 
 
 def classifier_settings(metrics_cfg) -> dict:
-    """The ``metrics.classifier`` keys that :func:`digits_settings` takes; ``extractor: mnist`` implies
+    """The ``metrics.classifier`` keys that :func:`classifier_recipe` takes; ``extractor: mnist`` implies
     ``classifier.dataset: mnist`` (and contradicting it is an error)."""
     clf = metrics_cfg.get("classifier") or {}
     out = {k: clf[k] for k in ("resolution", "epochs", "seed", "dataset") if k in clf}

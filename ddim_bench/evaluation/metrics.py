@@ -22,7 +22,7 @@ from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY
 from torchmetrics.image.fid import FrechetInceptionDistance
 
 from ddim_bench.evaluation.features import (DIGITS, INCEPTION, MissingWeightsError, build_extractor, check_inception_weights,
-                                 check_dinov2_weights, classifier_settings, digits_settings, extractor_name)
+                                 check_dinov2_weights, classifier_recipe, classifier_settings, extractor_name)
 from ddim_bench.errors import UserError
 from ddim_bench.evaluation.dinov2 import NAMES as DINOV2_NAMES
 from ddim_bench.evaluation.moments import Moments, fid as fid_of_moments
@@ -48,7 +48,7 @@ def check_extractor(metrics_cfg, download: bool = False) -> str:
             FEATURE_EXTRACTORS_REGISTRY[name].get_default_feature_layer_for_metric("isc")  # the one-line UserError
         check_dinov2_weights(name, metrics_cfg.get("weights_path"), download)
     else:
-        digits_settings(**classifier_settings(metrics_cfg))
+        classifier_recipe(**classifier_settings(metrics_cfg))
     return name
 
 

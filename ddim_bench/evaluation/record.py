@@ -97,3 +97,27 @@ class CellRecord:
 
     def row(self) -> list[Any]:
         return [getattr(self, c) for c in self.columns()]
+
+
+def measured_fields(scores: dict, intervals: dict, *, n_samples: int, n_scored: int, seconds: float, nfe: int,
+                    nfe_predicted: int, flops_per_call: float | None, peak_mem_mb: float, world_size: int,
+                    device: str, device_name: str, timings: dict) -> dict:
+    """A record's measured part: the scores and their intervals, and what the cell cost (``seconds``: the
+    sampling wall time, the slowest rank's; ``timings``: the scoring stages' seconds)."""
+    return {**scores, **intervals, "n_scored": n_scored, "seconds": seconds, "sec_per_image": seconds / n_samples,
+            "images_per_sec": n_samples / max(seconds, 1e-9), "nfe": nfe, "nfe_predicted": nfe_predicted,
+            "flops_per_image": None if flops_per_call is None else flops_per_call * nfe,
+            "peak_mem_mb": peak_mem_mb, "world_size": world_size, "device": device, "device_name": device_name,
+            **timings}
+
+
+def cell_record(key_fields: dict, key: str, measured: dict, *, sweep: str, sampler: str, scheduler: dict,
+                checkpoint: dict, reference_split: str, reference_n: int, protocol: list, reference_file: str | None,
+                feature_layers: dict) -> dict:
+    """The record a sweep stores for one (cell, seed block): its key fields, its measured part
+    (:func:`measured_fields`) and where it came from."""
+    import time
+    return {**key_fields, **measured, "scheduler": scheduler, "key": key, "sweep": sweep, "sampler": sampler,
+            "checkpoint": checkpoint, "reference_split": reference_split, "reference_n": reference_n,
+            "protocol": protocol, "reference_file": reference_file, "feature_layers": dict(feature_layers),
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S")}

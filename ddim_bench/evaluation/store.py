@@ -29,12 +29,6 @@ FORMAT = 2
 CORRUPT_DIR = "corrupt"
 
 
-def cell_key(fields: dict) -> str:
-    """A stable hash of everything that determines a cell's numbers."""
-    blob = json.dumps(fields, sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(blob.encode()).hexdigest()[:20]
-
-
 def _canonical(obj) -> bytes:
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
 

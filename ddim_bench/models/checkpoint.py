@@ -27,18 +27,18 @@ OFFICIAL_SCHEDULE = dict(num_timesteps=1000, schedule="linear", beta_start=0.000
 @dataclass
 class Loaded:
     state_dict: dict
-    model: dict                  # UNet keyword arguments
+    model_kwargs: dict           # the network's keyword arguments (UNet; a diffusers UNet2DModel's config)
     schedule: dict | None        # diffusion config stored with the weights (None: take it from config)
     info: dict = field(default_factory=dict)  # kind, weights, sha256, path (+ repo, revision for a Hub model)
-    arch: str = "ddpm-unet"      # ddpm-unet (ours, models/unet.py) | diffusers (UNet2DModel; model = its config)
+    arch: str = "ddpm-unet"      # ddpm-unet (ours, models/unet.py) | diffusers (UNet2DModel)
 
     @property
     def shape(self) -> tuple[int, int, int]:
         """[C, H, W] of the images the model takes."""
         if self.arch == "diffusers":
             from ddim_bench.models.diffusers_model import image_shape
-            return image_shape(self.model)
-        return (self.model["in_channels"], self.model["resolution"], self.model["resolution"])
+            return image_shape(self.model_kwargs)
+        return (self.model_kwargs["in_channels"], self.model_kwargs["resolution"], self.model_kwargs["resolution"])
 
 
 def file_digest(path: str, algo: str = "sha256") -> str:
@@ -155,7 +155,7 @@ def build_model(loaded: Loaded, device="cpu") -> torch.nn.Module:
         from ddim_bench.models.diffusers_model import build
         return build(loaded.info, loaded.info["name"]).to(device).eval().requires_grad_(False)
     from ddim_bench.models.unet import UNet
-    model = UNet(**loaded.model)
+    model = UNet(**loaded.model_kwargs)
     try:
         model.load_state_dict(loaded.state_dict, strict=True)
     except RuntimeError as err:

@@ -6,17 +6,18 @@ a little, so a sweep that turns them on is no longer comparable bit for bit with
 loop itself needs none: its α's are Python floats, so nothing in it waits on the device.
 
 In a config: ``sampler.fast: {bf16: false, channels_last: false, compile: false, compile_mode: null}``,
-applied with :func:`wrap` to the model that :func:`ddim_bench.checkpoint.build_model` returns.
+applied with :func:`wrap` to the model that :func:`ddim_bench.models.checkpoint.build_model` returns.
 """
 from __future__ import annotations
 
 import torch
 from torch import nn
 
+from ddim_bench import choices
 from ddim_bench.errors import UserError
 
 DEFAULTS = {"bf16": False, "channels_last": False, "compile": False, "compile_mode": None}
-COMPILE_MODES = (None, "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+COMPILE_MODES = (None, *choices.COMPILE_MODES)
 CUDAGRAPH_MODES = ("reduce-overhead", "max-autotune")
 
 

@@ -1,5 +1,5 @@
 """The reconstruction part of the report: Table-2-style Markdown, a CSV and an MSE-vs-S figure,
-all made from the records that ``ddim-bench-tasks`` wrote under ``<results_dir>/reconstruction/``."""
+all made from the records that ``ddim-bench-reconstruct`` wrote under ``<results_dir>/reconstruction/``."""
 from __future__ import annotations
 
 import csv

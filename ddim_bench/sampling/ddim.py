@@ -10,12 +10,10 @@ from typing import Callable, Sequence
 
 import torch
 
+from ddim_bench.choices import SCHEDULES, SKIPS, VARIANCES  # noqa: F401 - the names this module acts on
 from ddim_bench.sampling.noise import SampleNoise
 
 Model = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-SKIPS = ("uniform", "quad", "trailing", "linspace")
-VARIANCES = ("eta", "hat")
-SCHEDULES = ("linear", "cosine")
 PREFETCH_ELEMENTS = 1 << 18  # SampleNoise numbers drawn per vectorised call (several small steps at once)
 
 

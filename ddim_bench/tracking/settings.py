@@ -10,10 +10,11 @@ import os
 import sys
 from collections.abc import Mapping
 
+from ddim_bench.choices import WANDB_MODES
 from ddim_bench.config import plain
 from ddim_bench.errors import UserError
 
-MODES = ("online", "offline", "disabled")
+MODES = WANDB_MODES
 SECRET_KEY_PARTS = ("api_key", "apikey", "token", "secret", "password")
 REDACTED = "<redacted>"
 

@@ -1,4 +1,4 @@
-"""What the checkpoint apps (reconstruct, interpolate) share: load the checkpoint and check the config against it."""
+"""What the inversion tasks (reconstruct, interpolate) share: load the checkpoint and check the config against it."""
 from __future__ import annotations
 
 from ddim_bench import cli, config, validation

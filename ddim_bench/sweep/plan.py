@@ -86,7 +86,7 @@ def plan_job(cfg, multirun: bool, cache: dict) -> JobPlan:
     validation.check_accelerator("eval.accelerator", cfg.eval.accelerator)
     device = torch.device("cuda" if cfg.eval.accelerator in ("gpu", "cuda") or (
         cfg.eval.accelerator == "auto" and torch.cuda.is_available()) else "cpu")
-    shape = (loaded.model["in_channels"], loaded.model["resolution"], loaded.model["resolution"])
+    shape = loaded.shape
     rate_key = (loaded.info["sha256"], str(cfg.paths.results_dir), device.type)
     if rate_key not in cache:
         cache[rate_key] = job_rate(cfg, loaded, shape, device)
