@@ -117,7 +117,7 @@ def check_open_group(cfg: DictConfig, name: str, known: type) -> None:
     fields = {f.name for f in dataclasses.fields(known)}
     try:
         typed = OmegaConf.merge(OmegaConf.structured(known),
-                                {k: node._get_node(k)._value() for k in node if k in fields})
+                                {k: v for k, v in OmegaConf.to_container(node, resolve=False).items() if k in fields})
     except ValidationError as err:
         raise UserError(_type_message(err).replace(f"{err.full_key}", f"{name}.{err.full_key}", 1)) from None
     check_ranges(typed, known, name + ".")

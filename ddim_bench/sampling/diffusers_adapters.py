@@ -164,7 +164,10 @@ def _pndm_setup(alphas_cumprod, steps, spacing="uniform", *, skip_prk_steps: boo
     sched = PNDMScheduler(**_config(alphas_cumprod, skip_prk_steps=skip_prk_steps, set_alpha_to_one=True,
                                     timestep_spacing="leading"))
     sched.set_timesteps(steps)
-    _check_grid(sched._timesteps, _grid(alphas_cumprod, steps, "uniform"), "pndm")
+    # the grid it steps on: the distinct timesteps of its PLMS-only twin (PRK's half steps lie between them)
+    twin = sched if skip_prk_steps else PNDMScheduler.from_config(sched.config, skip_prk_steps=True)
+    twin.set_timesteps(steps)
+    _check_grid(twin.timesteps, _grid(alphas_cumprod, steps, "uniform"), "pndm")
     return Setup(sched, "uniform", custom_grid=False)
 
 

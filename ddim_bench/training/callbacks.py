@@ -9,7 +9,7 @@ from pytorch_lightning.utilities import rank_zero_only
 
 from ddim_bench.sampling import ddim
 from ddim_bench.images import image_grid, save_png, to_uint8_rgb
-from ddim_bench.training.module import ema_model
+from ddim_bench.training.module import ema_weights
 
 
 class SampleGrid(pl.Callback):
@@ -29,15 +29,15 @@ class SampleGrid(pl.Callback):
 
     @rank_zero_only
     def write(self, trainer, pl_module, step: int) -> None:
-        model = ema_model(trainer, pl_module)
         res, ch = pl_module.hparams.model["resolution"], pl_module.hparams.model["in_channels"]
         g = torch.Generator().manual_seed(self.seed)
         x_T = torch.randn(self.n, ch, res, res, generator=g).to(pl_module.device)
         taus = ddim.timesteps(pl_module.alphas.numel(), min(self.steps, pl_module.alphas.numel()))
-        was_training = model.training
-        model.eval()
-        x0 = ddim.sample(model, x_T, pl_module.alphas, taus)
-        model.train(was_training)
+        with ema_weights(trainer, pl_module) as model:
+            was_training = model.training
+            model.eval()
+            x0 = ddim.sample(model, x_T, pl_module.alphas, taus)
+            model.train(was_training)
         path = os.path.join(self.dirpath, f"step_{step:07d}.png")
         save_png(image_grid(to_uint8_rgb(x0)), path)
         for logger in trainer.loggers:

@@ -10,7 +10,7 @@ import torch
 
 from ddim_bench.sampling.cell import Cell
 from ddim_bench.sampling.generate import generate, rank_indices
-from ddim_bench.training.module import ema_model
+from ddim_bench.training.module import ema_weights
 
 
 class FIDCallback(pl.Callback):
@@ -39,15 +39,16 @@ class FIDCallback(pl.Callback):
 
     @torch.no_grad()
     def evaluate(self, trainer, pl_module, step: int) -> float:
-        model = ema_model(trainer, pl_module)
-        was_training = model.training
-        model.eval()
         hp = pl_module.hparams.model
         shape = (hp["in_channels"], hp["resolution"], hp["resolution"])
         idx = rank_indices(self.n, trainer.global_rank, trainer.world_size)
-        generate(model, pl_module.alphas, Cell(self.steps, 0.0), idx, shape, self.seed, self.batch_size,
-                 pl_module.device, on_batch=lambda images, _: self.fid.update(images.to(pl_module.device), real=False))
-        model.train(was_training)
+        with ema_weights(trainer, pl_module) as model:
+            was_training = model.training
+            model.eval()
+            generate(model, pl_module.alphas, Cell(self.steps, 0.0), idx, shape, self.seed, self.batch_size,
+                     pl_module.device,
+                     on_batch=lambda images, _: self.fid.update(images.to(pl_module.device), real=False))
+            model.train(was_training)
         value = float(self.fid.compute())  # torchmetrics gathers the states of all ranks
         self.fid.reset()                   # generated side only: reset_real_features=False
         pl_module.log("val/fid", value, logger=False)  # for ModelCheckpoint(monitor="val/fid")

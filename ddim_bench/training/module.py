@@ -1,6 +1,7 @@
 """The Lightning wiring for training: ε-prediction MSE on the UNet, Adam, EMA through Lightning."""
 from __future__ import annotations
 
+from contextlib import contextmanager
 
 import pytorch_lightning as pl
 import torch
@@ -42,10 +43,17 @@ class DiffusionModule(pl.LightningModule):
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
 
-def ema_model(trainer: pl.Trainer, pl_module: DiffusionModule) -> torch.nn.Module:
-    """The EMA copy of the UNet kept by Lightning's ``EMAWeightAveraging`` (the raw UNet if there is none)."""
+@contextmanager
+def ema_weights(trainer: pl.Trainer, pl_module: DiffusionModule):
+    """The UNet with the EMA weights of Lightning's ``EMAWeightAveraging`` in it while inside, its raw weights again
+    after (the raw ones throughout where there is none).  The weights are swapped in and back by the callback's
+    own public hooks, the ones Lightning calls around a validation epoch for the same purpose."""
     from pytorch_lightning.callbacks import WeightAveraging
-    for cb in trainer.callbacks:
-        if isinstance(cb, WeightAveraging) and getattr(cb, "_average_model", None) is not None:
-            return cb._average_model.module.model
-    return pl_module.model
+    averaging = [cb for cb in trainer.callbacks if isinstance(cb, WeightAveraging)]
+    for cb in averaging:
+        cb.on_validation_epoch_start(trainer, pl_module)
+    try:
+        yield pl_module.model
+    finally:
+        for cb in reversed(averaging):
+            cb.on_validation_epoch_end(trainer, pl_module)
