@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 OUT ?= outputs/demo
 
-.PHONY: demo demo-samplers test test-lowest perf clean
+.PHONY: demo demo-samplers test test-quick test-lowest perf clean
 
 # The exact versions of constraints.txt (what CI runs); pyproject.toml itself only states compatible ranges.
 $(VENV)/.installed: pyproject.toml constraints.txt
@@ -38,6 +38,10 @@ demo-samplers: $(VENV)/.installed
 
 test: $(VENV)/.installed
 	$(PY) -m pytest -q -rs tests
+
+# The unit tests only, for the edit loop: everything but the end-to-end tests (marked slow; see tests/conftest.py).
+test-quick: $(VENV)/.installed
+	$(PY) -m pytest -q -rs -m "not slow" tests
 
 # The oldest versions pyproject.toml admits (every lower bound), in their own venv: the math, sampler, metric and
 # store tests, and train -> sweep -> report -> W&B end to end.

@@ -18,8 +18,18 @@ sys.path.insert(0, str(Path(__file__).parent))
 from slurm_cluster import slurm_cluster  # noqa: E402,F401  (session fixture: a real local SLURM)
 
 TRAIN_STEPS = 400
+# A test that needs one of these runs the apps end to end (console scripts, a trained model, SLURM): marked slow.
+END_TO_END = {"cli", "trained", "bin_dir", "clean_env", "slurm_cluster"}
 APPS = {"train": "TrainApp", "sweep": "SweepApp", "report": "ReportApp", "reconstruct": "ReconstructApp",
         "interpolate": "InterpolateApp"}
+
+
+def pytest_collection_modifyitems(items):
+    """``-m "not slow"`` (``make test-quick``) leaves out every end-to-end test: those marked ``slow`` and those
+    using an END_TO_END fixture, directly or through another fixture."""
+    for item in items:
+        if END_TO_END & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
 
 
 def app_env(extra: dict | None = None) -> dict:
@@ -85,9 +95,11 @@ def compose():
 
 @pytest.fixture(scope="session")
 def cache_dir(tmp_path_factory):
+    """One cache for the session's apps (``$DDIM_BENCH_CACHE``, restored at the end of the session)."""
     path = tmp_path_factory.mktemp("cache")
-    os.environ["DDIM_BENCH_CACHE"] = str(path)
-    return path
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("DDIM_BENCH_CACHE", str(path))
+        yield path
 
 
 @pytest.fixture(scope="session")
