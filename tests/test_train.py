@@ -1,5 +1,6 @@
 """Training through the real CLI: loss, checkpoints with raw and EMA weights, W&B records, DDP, bad config."""
 import csv
+import shutil
 
 import pytest
 import torch
@@ -65,6 +66,22 @@ def test_ddp_with_two_cpu_processes(tmp_path, cli):
     assert loaded.info["step"] == 12
     assert checkpoint.build_model(loaded) is not None
     assert len(list(tmp_path.rglob("metrics.csv"))) == 1
+
+
+def test_last_checkpoint_holds_the_final_step_and_a_copied_folder_keeps_its_name(tmp_path, cli):
+    """7 steps saved every 5: last.ckpt is step 7 (not 5); resumed to 9 steps in a copy, it is still last.ckpt."""
+    run = ("trainer.enable_progress_bar=false", "logger=csv", "callbacks.sample_grid.every_n_steps=0",
+           "callbacks.checkpoint_every_n_steps=5")
+    cli("ddim-bench-train", *run, "trainer.max_steps=7", f"hydra.run.dir={tmp_path / 'a'}", timeout=300)
+    ckpts = tmp_path / "a" / "checkpoints"
+    assert sorted(p.name for p in ckpts.glob("*.ckpt")) == ["last.ckpt", "step_0000005.ckpt"]
+    assert checkpoint.load(str(ckpts / "last.ckpt")).info["step"] == 7
+    shutil.copytree(tmp_path / "a", tmp_path / "b")
+    resumed = cli("ddim-bench-train", *run, "trainer.max_steps=9", f"hydra.run.dir={tmp_path / 'b'}", timeout=300)
+    assert "resuming from" in resumed.stdout and "last.ckpt" in resumed.stdout, resumed.stdout[-500:]
+    names = sorted(p.name for p in (tmp_path / "b" / "checkpoints").glob("*.ckpt"))
+    assert names == ["last.ckpt", "step_0000005.ckpt"], names
+    assert checkpoint.load(str(tmp_path / "b" / "checkpoints" / "last.ckpt")).info["step"] == 9
 
 
 @pytest.mark.parametrize("override,needle", [

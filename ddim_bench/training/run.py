@@ -16,11 +16,27 @@ from ddim_bench.training.resume import find_resume
 from ddim_bench.training.module import DiffusionModule
 
 
+class FinalLast(pl.Callback):
+    """``last.ckpt`` holds the final step: Lightning's ModelCheckpoint keeps the last one it saved at a multiple of
+    ``every_n`` (a 1200-step run with every 500 would end with step 1000). Runs before EMAWeightAveraging's
+    ``on_train_end`` (which copies the average into the model), so the file is laid out as the periodic ones."""
+
+    def __init__(self, path: str, every_n: int):
+        self.path, self.every_n = path, every_n
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        step = trainer.global_step
+        if self.every_n and step > self.every_n and step % self.every_n:
+            trainer.save_checkpoint(self.path)
+
+
 def build_callbacks(cfg: DictConfig, out: str, dm) -> list[pl.Callback]:
+    ckpts, every_n = os.path.join(out, "checkpoints"), cfg.callbacks.checkpoint_every_n_steps
     cbs = [
-        ModelCheckpoint(dirpath=os.path.join(out, "checkpoints"), filename="step_{step:07d}",
-                        auto_insert_metric_name=False, every_n_train_steps=cfg.callbacks.checkpoint_every_n_steps,
-                        save_last=True, save_top_k=-1),
+        # no version counter: a training folder copied elsewhere and resumed keeps writing last.ckpt, not last-v1
+        ModelCheckpoint(dirpath=ckpts, filename="step_{step:07d}", auto_insert_metric_name=False,
+                        every_n_train_steps=every_n, save_last=True, save_top_k=-1, enable_version_counter=False),
+        FinalLast(os.path.join(ckpts, "last.ckpt"), every_n),
         EMAWeightAveraging(decay=cfg.ema.decay),
         SampleGrid(os.path.join(out, "samples"), **cfg.callbacks.sample_grid),
         LearningRateMonitor(logging_interval="step"),
