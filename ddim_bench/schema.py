@@ -129,7 +129,8 @@ class Trainer:  # the known part; other keys go to pytorch_lightning.Trainer
 
 @dataclass
 class Bootstrap:
-    replicates: int = spec(200, min=0, help="0 turns the intervals off")
+    replicates: int = spec(200, min=0, help="0 turns the intervals off; else the bootstrap's replicates of means")
+    partitions: int = spec(16, min=2, help="random partitions into disjoint subsets behind each interval")
     level: float = spec(0.95, min=0.5, below=1)
     seed: int = spec(0, min=0)
 

@@ -142,7 +142,8 @@ def test_combine_blocks_and_aggregate_by_hand():
     assert (iv.value, iv.lo, iv.hi, iv.replicates) == pytest.approx((2.0, 2.125, 4.375, 4))
     centred = U.combine_blocks(blocks, level=0.5)  # replicates shifted by their mean 3.25 − 2.0
     assert (centred.lo, centred.hi) == pytest.approx((0.875, 3.125))
-    assert iv.to_dict() == {"value": 2.0, "lo": 2.125, "hi": 4.375, "level": 0.5, "replicates": 4}
+    assert iv.to_dict() == {"value": 2.0, "lo": 2.125, "hi": 4.375, "level": 0.5, "replicates": 4,
+                            "se": None, "df": None}
     agg = U.aggregate_blocks([3.0, 5.0, 4.0])
     assert agg == {"mean": 4.0, "sd": 1.0, "min": 3.0, "n": 3}
     one = U.aggregate_blocks([7.5])

@@ -129,21 +129,23 @@ class Shard:
 
 
 def _intervals(ctx: Context, gen: dict) -> dict:
-    """``<metric>_lo`` / ``<metric>_hi`` from a percentile bootstrap over the generated samples."""
+    """``<metric>_lo`` / ``<metric>_hi`` / ``<metric>_se`` from disjoint subsets of the generated samples
+    (:mod:`ddim_bench.evaluation.subsets`), and FD∞ (``fid_inf``) with its interval beside FID."""
     b = ctx.bootstrap
     if int(b.replicates) < 1:
         return {}
-    from ddim_bench.evaluation.uncertainty import bootstrap_metrics
+    from ddim_bench.evaluation.subsets import subset_metrics
     s = ctx.scorer
     wanted = [m for m, on in (("fid", s.enabled["fid"]), ("kid", s.enabled["kid"]), ("isc", s.enabled["isc"]),
                               ("prc", s.prc)) if on]
-    res = bootstrap_metrics(gen, s.reference_features, s.layers, metrics=tuple(wanted), replicates=int(b.replicates),
-                            level=float(b.level), seed=int(b.seed), device=ctx.dist.device,
-                            kid_subset_size=s.kid_subset_size, kid_subsets=s.kid_subsets, isc_splits=s.isc_splits)
-    out = {"ci_level": float(b.level), "ci_replicates": int(b.replicates)}
+    res = subset_metrics(gen, s.reference_features, s.layers, metrics=tuple(wanted),
+                         partitions=int(b.get("partitions", 16)), level=float(b.level), seed=int(b.seed),
+                         device=ctx.dist.device, kid_subset_size=s.kid_subset_size, kid_subsets=s.kid_subsets,
+                         isc_splits=s.isc_splits)
+    out = {"ci_level": float(b.level), "ci_method": "subsets", "ci_partitions": int(b.get("partitions", 16))}
     for name, iv in res.items():
         short = {"kid_mean": "kid", "is_mean": "is"}.get(name, name)
-        out[f"{short}_lo"], out[f"{short}_hi"] = iv.lo, iv.hi
-        if name in ("precision", "recall"):  # torch-fidelity's own point value, computed with the replicates
+        out[f"{short}_lo"], out[f"{short}_hi"], out[f"{short}_se"] = iv.lo, iv.hi, iv.se
+        if name in ("precision", "recall", "fid_inf"):  # computed here with the intervals
             out[name] = iv.value
     return out

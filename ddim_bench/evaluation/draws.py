@@ -1,8 +1,9 @@
 """Batched bootstrap replicates of FID, KID and IS: each metric for many resamplings of the generated set at once.
 
 Every function here takes the generated features ``x`` [N, d], (for FID/KID) the reference features ``y``
-[M, d] and ``idx`` [R, N], a batch of resamplings of the generated set: row r lists, position by position, which
-generated sample stands at that position (``idx[r] = arange(N)`` is the original set).  It returns [R] values,
+[M, d] and ``idx`` [R, K], a batch of resamplings of the generated set: row r lists, position by position, which
+generated sample stands at that position (``idx[r] = arange(N)`` is the original set; K < N rows of distinct
+indices are subsets, as the disjoint subsets of :mod:`ddim_bench.evaluation.uncertainty` use).  It returns [R] values,
 where value r is *the metric torch-fidelity 0.4.0 computes on the generated set* ``x[idx[r]]`` *against the fixed
 reference* ``y``, with torch-fidelity's settings (KID subset draws, IS shuffle and splits) — up to float64
 rounding.  Nothing is resampled on the reference side.
@@ -54,30 +55,62 @@ def fid_draws(x: torch.Tensor, y: torch.Tensor, idx: torch.Tensor, chunk_bytes: 
     A Σ_g A is the covariance of the rows z_i = (x_i − c) A (c = the full-set mean, for conditioning), so A is
     applied to the features once and never per replicate.
 
-    *A resampled set with counts w* (Σ_i w_i = N): μ = c + Σ_i w_i (x_i − c)/N, and the ``np.cov`` of the multiset is
-    Σ_i w_i (z_i − z̄)(z_i − z̄)ᵀ/(N − 1) with z̄ = Σ_i w_i z_i / N; its trace is
-    (Σ_i w_i ‖x_i − c‖² − N‖μ − c‖²)/(N − 1).
+    *A resampled set with counts w* (Σ_i w_i = K, the row length): μ = c + Σ_i w_i (x_i − c)/K, and the ``np.cov``
+    of the multiset is Σ_i w_i (z_i − z̄)(z_i − z̄)ᵀ/(K − 1) with z̄ = Σ_i w_i z_i / K; its trace is
+    (Σ_i w_i ‖x_i − c‖² − K‖μ − c‖²)/(K − 1).
     Per chunk of replicates: one batched matmul for the [R, d, d] covariances and one batched ``eigvalsh``.
     """
-    n, d = x.shape
-    mu_r = y.mean(0)
-    sigma_r = torch.cov(y.T, correction=1).reshape(d, d)
-    a = psd_sqrt(sigma_r)
+    (n, d), k = x.shape, idx.shape[1]
+    mu_r, sigma_r, a = reference_moments(y)
     c = x.mean(0)
     xc = x - c
     z = xc @ a
     sq = xc.square().sum(1)
     w_all = counts(idx, n)
+    if bool((w_all <= 1).all()):
+        return _fid_subsets(xc, z, sq, idx, c - mu_r, sigma_r.trace(), chunk_bytes)
     out = []
     step = _rows_per_chunk(8 * (2 * n * d + d * d), chunk_bytes)
     for w in w_all.split(step):
-        m = w @ xc / n                                   # [r, d] mean of x − c
+        m = w @ xc / k                                   # [r, d] mean of x − c
         mean_term = (c + m - mu_r).square().sum(1)
-        tr_g = (w @ sq - n * m.square().sum(1)) / (n - 1)
-        zc = z - (w @ z / n)[:, None, :]                 # [r, N, d] rows centred on the replicate's mean
-        cov = (zc * w[:, :, None]).transpose(1, 2) @ zc / (n - 1)   # Σ_i w_i (z_i − z̄)(z_i − z̄)ᵀ / (N − 1)
+        tr_g = (w @ sq - k * m.square().sum(1)) / (k - 1)
+        zc = z - (w @ z / k)[:, None, :]                 # [r, N, d] rows centred on the replicate's mean
+        cov = (zc * w[:, :, None]).transpose(1, 2) @ zc / (k - 1)   # Σ_i w_i (z_i − z̄)(z_i − z̄)ᵀ / (K − 1)
         lam = torch.linalg.eigvalsh(cov)
         out.append(mean_term + tr_g + sigma_r.trace() - 2 * lam.clamp(min=0).sqrt().sum(1))
+    return torch.cat(out)
+
+
+_LAST_REFERENCE: list = []  # the last reference's (key, moments): FID of many subset levels reuses √Σ_ref
+
+
+def reference_moments(y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(μ_ref, Σ_ref, Σ_ref^{1/2}) of the reference features, kept for the same tensor's next call."""
+    key = (id(y), y.data_ptr(), tuple(y.shape), y._version, y.device)
+    if _LAST_REFERENCE and _LAST_REFERENCE[0][0] == key and _LAST_REFERENCE[0][1] is y:
+        return _LAST_REFERENCE[0][2]
+    d = y.shape[1]
+    sigma_r = torch.cov(y.T, correction=1).reshape(d, d)
+    stats = (y.mean(0), sigma_r, psd_sqrt(sigma_r))
+    _LAST_REFERENCE[:] = [(key, y, stats)]
+    return stats
+
+
+def _fid_subsets(xc, z, sq, idx, offset, tr_r, chunk_bytes):
+    """FID of subsets without repeats (rows of ``idx`` distinct): the subset's rows are gathered, and the
+    eigenvalues of A Σ_g A come from the smaller of its d × d covariance and its K × K Gram matrix (the same
+    non-zero eigenvalues), so a subset of K < d samples costs K²d, not Nd²."""
+    k, d = idx.shape[1], z.shape[1]
+    out = []
+    for rows in idx.split(_rows_per_chunk(8 * (k * d + min(k, d) ** 2))):
+        m = xc[rows].mean(1)                                       # [r, d] mean of x − c
+        tr_g = (sq[rows].sum(1) - k * m.square().sum(1)) / (k - 1)
+        zs = z[rows]
+        zs = zs - zs.mean(1, keepdim=True)
+        gram = zs @ zs.transpose(1, 2) if k <= d else zs.transpose(1, 2) @ zs
+        lam = torch.linalg.eigvalsh(gram / (k - 1))
+        out.append((offset + m).square().sum(1) + tr_g + tr_r - 2 * lam.clamp(min=0).sqrt().sum(1))
     return torch.cat(out)
 
 
@@ -135,7 +168,7 @@ def kid_draws(x: torch.Tensor, y: torch.Tensor, idx: torch.Tensor, subset_size: 
     once.  The reference term does not depend on r.  Cost: R·S·N² for the quadratic forms, N² d for the kernel.
     """
     n, m = x.shape[0], subset_size
-    p, q = (t.to(x.device) for t in kid_subsets(n, y.shape[0], m, subsets, rng_seed))
+    p, q = (t.to(x.device) for t in kid_subsets(idx.shape[1], y.shape[0], m, subsets, rng_seed))
     # Reference term, per subset: the count vectors are the 0/1 indicators of q_s.
     ind_r = counts(q, y.shape[0])
     diag_r = (y.square().sum(1) / y.shape[1] + 1) ** 3
@@ -169,16 +202,16 @@ def isc_draws(logits: torch.Tensor, idx: torch.Tensor, splits: int, shuffle: boo
     For a chunk, mean_i KL(p_i ‖ q) = mean_i Σ_c p_ic log p_ic − Σ_c q_c log q_c, so with the chunk's count
     vector w (n_j positions): q = wᵀP / n_j and mean_i Σ_c p_ic log p_ic = w·e / n_j, e_i = Σ_c p_ic log p_ic.
     """
-    n = logits.shape[0]
+    n, k = logits.shape[0], idx.shape[1]
     lg = logits.double()
     p = lg.softmax(1)
     e = (p * lg.log_softmax(1)).sum(1)
-    perm = torch.as_tensor(np.random.RandomState(rng_seed).permutation(n) if shuffle else np.arange(n),
+    perm = torch.as_tensor(np.random.RandomState(rng_seed).permutation(k) if shuffle else np.arange(k),
                            device=logits.device)
     scores = torch.zeros(idx.shape[0], dtype=torch.float64, device=logits.device)
     step = _rows_per_chunk(8 * n, chunk_bytes)
     for j in range(splits):
-        pos = perm[j * n // splits:(j + 1) * n // splits]
+        pos = perm[j * k // splits:(j + 1) * k // splits]
         for r0 in range(0, idx.shape[0], step):
             w = counts(idx[r0:r0 + step][:, pos], n)
             q = w @ p / len(pos)

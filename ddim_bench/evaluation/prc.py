@@ -72,7 +72,7 @@ def prc_draws(x: torch.Tensor, y: torch.Tensor, idx: torch.Tensor, k: int = NEIG
     pj, pi, pd = torch.cat(pj), torch.cat(pi), torch.cat(pd)
 
     w_all = counts(idx, n)
-    precision = w_all @ inside.double() / n
+    precision = w_all @ inside.double() / idx.shape[1]
     recall = torch.empty(idx.shape[0], dtype=torch.float64, device=x.device)
     r_step = _rows_per_chunk(8 * (3 * n * big_l + 2 * len(pd) + m), chunk_bytes)
     for r0 in range(0, idx.shape[0], r_step):

@@ -53,6 +53,9 @@ class CellRecord:
     fid: float
     fid_lo: Optional[float] = None
     fid_hi: Optional[float] = None
+    fid_inf: Optional[float] = None     # FD∞ (Chong & Forsyth 2020) with its interval; absent in older records
+    fid_inf_lo: Optional[float] = None
+    fid_inf_hi: Optional[float] = None
     is_mean: Optional[float] = None
     is_lo: Optional[float] = None
     is_hi: Optional[float] = None

@@ -71,10 +71,12 @@ class Interval:
     level: float
     replicates: int
     draws: torch.Tensor | None = field(default=None, repr=False, compare=False)
+    se: float | None = None  # the standard error, where the interval is value ± t·se (:mod:`.subsets`)
+    df: float | None = None  # the degrees of freedom of that t (None: the normal)
 
     def to_dict(self) -> dict:
         return {"value": self.value, "lo": self.lo, "hi": self.hi, "level": self.level,
-                "replicates": self.replicates}
+                "replicates": self.replicates, "se": self.se, "df": self.df}
 
 
 def _check_level(level: float) -> None:
@@ -134,18 +136,19 @@ def _draws(gen: dict, ref: dict, layers: dict, family: str, idx: torch.Tensor, d
     if n < 2:
         raise ValueError(f"need at least 2 generated samples, got {n}")
     idx = idx.to(device)
+    k = idx.shape[1]  # the resampled set's size (< n for the disjoint subsets of :mod:`.subsets`)
     if family == "isc":
-        return {"is_mean": isc_draws(x, idx, min(isc_splits, n), True, rng_seed)}
+        return {"is_mean": isc_draws(x, idx, min(isc_splits, k), True, rng_seed)}
     y = _features(ref, layer, device, "reference")
     if y.shape[1] != x.shape[1] or y.shape[0] < 2:
         raise ValueError(f"reference features {layer!r} must be [M >= 2, {x.shape[1]}], got {tuple(y.shape)}")
     if family == "fid":
         return {"fid": fid_draws(x, y, idx)}
     if family == "kid":
-        size = min(kid_subset_size, n, y.shape[0])
+        size = min(kid_subset_size, k, y.shape[0])
         return {"kid_mean": kid_draws(x, y, idx, size, kid_subsets, rng_seed)}
     if family == "prc":
-        if min(n, y.shape[0]) < 4:
+        if min(k, y.shape[0]) < 4:
             raise ValueError("precision/recall need at least 4 generated and 4 reference samples")
         precision, recall = prc_draws(x, y, idx)
         return {"precision": precision, "recall": recall}

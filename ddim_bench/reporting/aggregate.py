@@ -10,9 +10,9 @@ import statistics
 
 from ddim_bench.sampling.cell import Cell
 
-METRICS = ("fid", "is_mean", "kid_mean", "precision", "recall", "consistency_mse")
+METRICS = ("fid", "fid_inf", "is_mean", "kid_mean", "precision", "recall", "consistency_mse")
 COSTS = ("sec_per_image", "images_per_sec", "nfe", "nfe_predicted", "flops_per_image", "peak_mem_mb")
-INTERVAL = {"fid": "fid", "is_mean": "is", "kid_mean": "kid", "precision": "precision", "recall": "recall"}
+INTERVAL = {"fid": "fid", "fid_inf": "fid_inf", "is_mean": "is", "kid_mean": "kid", "precision": "precision", "recall": "recall"}
 
 
 def by_cell(records: list[dict]) -> dict[Cell, list[dict]]:
@@ -53,16 +53,22 @@ def aggregate(records: list[dict]) -> list[dict]:
 
 
 def combined_interval(mean: float, recs: list[dict], name: str) -> tuple[float, float]:
-    """The interval of the blocks' mean: each block's bootstrap half-width read as 1.96 standard errors, the
-    blocks independent, so se(mean) = √(Σ se_b²) / B (normal approximation; one block keeps its own ends), the
-    ends kept in the metric's support (records written before that rule may hold an FID end below 0)."""
+    """The interval of the blocks' mean, the blocks independent: se(mean) = √(Σ se_b²) / B with each block's
+    stored SE and Student's t with Welch–Satterthwaite degrees of freedom (:func:`subsets.combine_se`); records
+    written before SEs were stored read their half-width as 1.96 SE (normal).  One block keeps its own ends;
+    the ends stay in the metric's support."""
+    from ddim_bench.evaluation.subsets import combine_se, degrees_of_freedom
     from ddim_bench.evaluation.uncertainty import clip_to_support
-    metric = {"kid": "kid_mean", "is": "is_mean"}.get(name, name)
+    metric = {"kid": "kid_mean", "is": "is_mean", "fid_inf": "fid"}.get(name, name)
     if len(recs) == 1:
         return clip_to_support(metric, recs[0][f"{name}_lo"], recs[0][f"{name}_hi"])
-    se = [(r[f"{name}_hi"] - r[f"{name}_lo"]) / (2 * 1.96) for r in recs]
-    half = 1.96 * math.sqrt(sum(s * s for s in se)) / len(recs)
-    return clip_to_support(metric, mean - half, mean + half)
+    blocks = []
+    for r in recs:
+        se = r.get(f"{name}_se")
+        df = degrees_of_freedom(r["ci_partitions"]) if se is not None and r.get("ci_partitions") else None
+        blocks.append((0.0, se if se is not None else (r[f"{name}_hi"] - r[f"{name}_lo"]) / (2 * 1.96), df))
+    iv = combine_se(blocks, float(recs[0].get("ci_level", 0.95)))
+    return clip_to_support(metric, mean + iv.lo, mean + iv.hi)
 
 
 def spread(row: dict, metric: str = "fid") -> tuple[float, float] | None:

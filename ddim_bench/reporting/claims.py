@@ -28,8 +28,8 @@ from collections.abc import Callable, Mapping
 
 import torch
 
-from ddim_bench.evaluation.uncertainty import (Interval, combine_blocks, paired_difference, percentile_interval,
-                                               resample_indices, verdict)
+from ddim_bench.evaluation.subsets import combine_se, paired_subset_difference, power
+from ddim_bench.evaluation.uncertainty import Interval, combine_blocks, percentile_interval, resample_indices, verdict
 
 __all__ = ["evaluate_claims", "claims_markdown", "paired_delta", "options"]
 
@@ -75,27 +75,40 @@ class _Grid:
 
 def paired_delta(recs_a: Mapping[int, dict], recs_b: Mapping[int, dict], metric: str, features, ref, layers,
                  opts) -> tuple[Interval, int] | None:
-    """metric(a) − metric(b), paired on sample indices within each seed block, over the blocks where both cells
-    have features, combined (:func:`combine_blocks`); None when no block has both.  ``recs_a``/``recs_b``: seed →
-    record of each cell; ``opts``: :func:`options`."""
+    """metric(a) − metric(b), paired on sample indices within each seed block (the same disjoint subsets for both
+    cells, :func:`paired_subset_difference`), over the blocks where both cells have features, combined
+    (:func:`combine_se`); None when no block has both.  ``recs_a``/``recs_b``: seed → record of each cell;
+    ``opts``: :func:`options`."""
     blocks = []
     for i, seed in enumerate(sorted(set(recs_a) & set(recs_b))):
         fa, fb = features(recs_a[seed]["key"]), features(recs_b[seed]["key"])
         if fa is None or fb is None:
             continue
-        iv, draws = paired_difference(fa, fb, ref, metric, layers=layers, replicates=opts["replicates"],
-                                      level=opts["level"], seed=opts["seed"] + i,
-                                      device=opts["device"], centered=opts["centered"])
-        blocks.append((iv.value, draws))
+        iv = paired_subset_difference(fa, fb, ref, metric, layers=layers, partitions=opts["partitions"],
+                                      level=opts["level"], seed=opts["seed"] + i, device=opts["device"])
+        blocks.append((iv.value, iv.se, iv.df))
     if not blocks:
         return None
-    return combine_blocks(blocks, opts["level"], opts["centered"]), len(blocks)
+    return combine_se(blocks, opts["level"]), len(blocks)
 
 
-def options(replicates: int = 200, level: float = 0.95, seed: int = 0, device="cpu", centered: bool = True) -> dict:
-    """The bootstrap settings every comparison uses."""
+def options(replicates: int = 200, level: float = 0.95, seed: int = 0, device="cpu", centered: bool = True,
+            partitions: int = 16) -> dict:
+    """The interval settings every comparison uses (``replicates``/``centered``: the bootstrap of means)."""
     return {"replicates": int(replicates), "level": float(level), "seed": int(seed), "device": device,
-            "centered": bool(centered)}
+            "centered": bool(centered), "partitions": int(partitions)}
+
+
+def power_fields(iv: Interval, blocks: int, n: int | None) -> dict:
+    """The smallest difference the comparison could detect (80 % power at its level) and, when it is not
+    significant, about how many blocks (or samples per block) would settle it at the observed Δ."""
+    se = iv.se if iv.se is not None else (float(iv.draws.std()) if iv.draws is not None else None)
+    if se is None:
+        return {"se": None, "detectable": None, "blocks_needed": None, "n_needed": None}
+    p = power(iv.value, se, blocks, int(n or 0), iv.level)
+    settled = verdict(iv.lo, iv.hi, "negative") != "not significant"
+    return {"se": se, "detectable": p["detectable"], "blocks_needed": None if settled else p["blocks_needed"],
+            "n_needed": None if settled or not n else p["n_needed"]}
 
 
 def _fid_delta(grid, cell_a, cell_b, features, ref, layers, opts) -> tuple[Interval, int] | None:
@@ -105,9 +118,10 @@ def _fid_delta(grid, cell_a, cell_b, features, ref, layers, opts) -> tuple[Inter
     return paired_delta(recs(cell_a), recs(cell_b), "fid", features, ref, layers, opts)
 
 
-def _out(claim: str, comparison: str, iv: Interval, blocks: int, expect: str = "negative") -> dict:
+def _out(claim: str, comparison: str, iv: Interval, blocks: int, expect: str = "negative", n=None) -> dict:
     return {"claim": claim, "comparison": comparison, "delta": iv.value, "lo": iv.lo, "hi": iv.hi,
-            "level": iv.level, "blocks": blocks, "verdict": verdict(iv.lo, iv.hi, expect)}
+            "level": iv.level, "blocks": blocks, "verdict": verdict(iv.lo, iv.hi, expect),
+            **power_fields(iv, blocks, n)}
 
 
 def _weakest(results: list[tuple[str, Interval, int]]):
@@ -121,14 +135,15 @@ def _fid_claims(grid: _Grid, features, ref, layers, opts, tag: str) -> list[dict
         return rows
     s_min, s_max = grid.steps[0], grid.steps[-1]
     eta0, eta1, hat = ("eta", 0.0), ("eta", 1.0), ("hat",)
+    n = next(iter(grid.cells.values())).get("n_samples")
     r = _fid_delta(grid, (eta0, s_min), (eta1, s_min), features, ref, layers, opts)
     if r:
-        rows.append(_out("η = 0 beats η = 1 at the fewest steps", f"FID(η=0) − FID(η=1) at S={s_min}{tag}", *r))
+        rows.append(_out("η = 0 beats η = 1 at the fewest steps", f"FID(η=0) − FID(η=1) at S={s_min}{tag}", *r, n=n))
     if s_max != s_min:
         r = _fid_delta(grid, (eta0, s_max), (eta0, s_min), features, ref, layers, opts)
         if r:
             rows.append(_out("at η = 0, FID falls from the fewest to the most steps",
-                             f"FID(S={s_max}) − FID(S={s_min}) at η=0{tag}", *r))
+                             f"FID(S={s_max}) − FID(S={s_min}) at η=0{tag}", *r, n=n))
     for steps, claim, worst in ((s_min, "σ̂ is the worst row at the fewest steps", True),
                                 (1000, "σ̂ is the best row at S = 1000", False)):
         if steps not in grid.steps:
@@ -140,8 +155,8 @@ def _fid_claims(grid: _Grid, features, ref, layers, opts, tag: str) -> list[dict
             if r:
                 results.append((f"FID({_name(a[0])}) − FID({_name(b[0])}) at S={steps}", *r))
         if results:
-            text, iv, n = _weakest(results)
-            rows.append(_out(claim, f"{text}{tag} (weakest of {len(results)})", iv, n))
+            text, iv, blocks = _weakest(results)
+            rows.append(_out(claim, f"{text}{tag} (weakest of {len(results)})", iv, blocks, n=n))
     return rows
 
 
@@ -197,7 +212,8 @@ def _consistency_claim(grid: _Grid, kept, opts, tag: str) -> list[dict]:
 
 def evaluate_claims(records: list[dict], features, ref: dict, *, layers: dict[str, str],
                     reconstruction: Mapping | None = None, kept=None, replicates: int = 200,
-                    level: float = 0.95, seed: int = 0, device="cpu", centered: bool = True) -> list[dict]:
+                    level: float = 0.95, seed: int = 0, device="cpu", centered: bool = True,
+                    partitions: int = 16) -> list[dict]:
     """Rows {claim, comparison, delta, lo, hi, level, blocks, verdict} for the claims the inputs allow.
 
     ``records``: cell records (steps, eta, variance, skip, seed, key; ``sampler``/``clip_x0`` optional);
@@ -208,7 +224,7 @@ def evaluate_claims(records: list[dict], features, ref: dict, *, layers: dict[st
     ``features``/``kept`` may be mappings.  With several skips in the records, FID and consistency claims are
     made per skip.
     """
-    opts = options(replicates, level, seed, device, centered)
+    opts = options(replicates, level, seed, device, centered, partitions)
     features, kept = _getter(features), _getter(kept)
     skips = sorted({str(r["skip"]) for r in records})
     rows = []
@@ -228,8 +244,26 @@ def claims_markdown(rows: list[dict]) -> str:
     """A Markdown table of :func:`evaluate_claims` rows (a one-line note when there are none)."""
     if not rows:
         return "No claim of the paper could be checked: the cells it needs are missing.\n"
-    lines = ["| Claim | Comparison | Δ | Interval | Blocks | Verdict |", "|---|---|---|---|---|---|"]
+    lines = ["| Claim | Comparison | Δ | Interval | Blocks | Verdict | Detectable | To settle |",
+             "|---|---|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r['claim']} | {r['comparison']} | {r['delta']:.4g} | "
-                     f"[{r['lo']:.4g}, {r['hi']:.4g}] ({r['level']:.0%}) | {r['blocks']} | {r['verdict']} |")
-    return "\n".join(lines) + "\n"
+                     f"[{r['lo']:.4g}, {r['hi']:.4g}] ({r['level']:.0%}) | {r['blocks']} | {r['verdict']} | "
+                     f"{_num(r.get('detectable'))} | {to_settle(r)} |")
+    return "\n".join(lines) + "\n" + POWER_NOTE
+
+
+POWER_NOTE = ("\nDetectable: the smallest |Δ| this comparison finds 80 % of the time at its level (2.8 SE at 95 %). "
+              "To settle: for a comparison that is not significant, about how many seed blocks (or samples per "
+              "block) would find the observed Δ 80 % of the time.\n")
+
+
+def _num(v) -> str:
+    return "" if v is None else f"{v:.3g}"
+
+
+def to_settle(r: dict) -> str:
+    """"≈ B blocks or N samples" for a not-significant row (blank for a settled or old one)."""
+    if r.get("blocks_needed") is None:
+        return ""
+    return f"≈ {r['blocks_needed']} blocks" + (f" or {r['n_needed']} samples" if r.get("n_needed") else "")

@@ -144,7 +144,7 @@ def comparison_inputs(records: list[dict], results, bootstrap) -> dict:
 
     usable = ref is not None and bool(layers)
     return {"features": features if usable else (lambda key: None), "ref": ref or {}, "layers": layers,
-            "opts": claims.options(b["replicates"], b["level"], b["seed"])}
+            "opts": claims.options(b["replicates"], b["level"], b["seed"], partitions=b.get("partitions", 16))}
 
 
 def samplers_report(records: list[dict], rows: list[dict], c: dict) -> dict:
@@ -183,7 +183,8 @@ def make_claims(records: list[dict], results, compare: dict, mine=([], [])) -> t
     o, c = compare["opts"], compare
     rows = claims.evaluate_claims(records, c["features"], c["ref"], layers=c["layers"],
                                   reconstruction=reconstruction_by_steps(reconstruction_records(results.root)),
-                                  kept=results.samples, replicates=o["replicates"], level=o["level"], seed=o["seed"])
+                                  kept=results.samples, replicates=o["replicates"], level=o["level"], seed=o["seed"],
+                                  partitions=o["partitions"])
     rows += user_claims.evaluate(*mine, aggregate.by_cell(records), c["features"], c["ref"], c["layers"], o)
     return rows, claims.claims_markdown(rows)
 

@@ -44,14 +44,23 @@ def markdown(rows: list[dict], records: list[dict], dataset: str | None, protoco
         head.append(f"Paper's {dataset} numbers in parentheses, for reference; protocol: {protocol_line}.")
     if extractor.startswith("digits"):
         head.append(DIGITS_NOTE)
-    lines = [" ".join(head), "", "| | " + " | ".join(f"S={s}" for s in steps) + " |", "|---" * (len(steps) + 1) + "|"]
+    lines = [" ".join(head), ""] + _grid(names, steps, by, "fid", dataset if show_paper else None)
+    if any(r.get("fid_inf") is not None for r in rows):
+        lines += ["", f"FD∞ (FID extrapolated to N → ∞ from subsets of N/8 … N, Chong & Forsyth 2020), the same "
+                      f"layout: comparable across N, and with the paper's 50 000-sample numbers when N/8 ≫ d.", ""]
+        lines += _grid(names, steps, by, "fid_inf", None)
+    return "\n".join(lines) + "\n"
+
+
+def _grid(names: list, steps: list, by: dict, metric: str, dataset: str | None) -> list[str]:
+    lines = ["| | " + " | ".join(f"S={s}" for s in steps) + " |", "|---" * (len(steps) + 1) + "|"]
     for name in names:
         cells = []
         for s in steps:
             r = by.get((name, s))
-            text = "" if r is None else fmt(r)
+            text = "" if r is None else fmt(r, metric)
             key = "hat" if name == "σ̂" else (float(name.split("=")[1]) if name.startswith("η") else None)
-            ref = paper.table1_value(dataset, key, s) if show_paper and key is not None else None
+            ref = paper.table1_value(dataset, key, s) if dataset and key is not None else None
             cells.append(text + (f" ({ref:.2f})" if ref is not None else ""))
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
+    return lines

@@ -15,7 +15,7 @@ from omegaconf import OmegaConf
 
 from ddim_bench.errors import UserError
 from ddim_bench.evaluation.uncertainty import verdict
-from ddim_bench.reporting.claims import paired_delta
+from ddim_bench.reporting.claims import paired_delta, power_fields
 from ddim_bench.sampling.cell import Cell
 
 STORED = "claims.json"
@@ -111,5 +111,6 @@ def evaluate(claims: list[dict], pairs: list[tuple[Cell, Cell]], groups: dict[Ce
         expect = "negative" if c["direction"] == "lower" else "positive"
         rows.append({"claim": describe(c, a, b), "comparison": f"{c['metric']}({a.label}) − {c['metric']}({b.label})",
                      "delta": iv.value, "lo": iv.lo, "hi": iv.hi, "level": iv.level, "blocks": blocks,
-                     "verdict": verdict(iv.lo, iv.hi, expect)})
+                     "verdict": verdict(iv.lo, iv.hi, expect),
+                     **power_fields(iv, blocks, next(iter(recs[0].values())).get("n_samples"))})
     return rows

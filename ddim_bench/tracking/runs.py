@@ -17,8 +17,8 @@ from ddim_bench.tracking.tracker import Tracker
 CELL_CONFIG = ("sampler", "steps", "eta", "variance", "skip", "clip_x0", "n_samples", "seed", "extractor",
                "reference", "reference_split", "reference_n", "checkpoint_sha256", "checkpoint", "weights", "key",
                "sweep", "world_size", "protocol", "scheduler")
-CELL_SUMMARY = ("fid", "fid_lo", "fid_hi", "is_mean", "is_lo", "is_hi", "kid_mean", "kid_lo", "kid_hi", "precision",
-                "precision_lo", "precision_hi", "recall", "recall_lo", "recall_hi", "sec_per_image",
+CELL_SUMMARY = ("fid", "fid_lo", "fid_hi", "fid_inf", "fid_inf_lo", "fid_inf_hi", "is_mean", "is_lo", "is_hi",
+                "kid_mean", "kid_lo", "kid_hi", "precision", "precision_lo", "precision_hi", "recall", "recall_lo", "recall_hi", "sec_per_image",
                 "images_per_sec", "nfe", "nfe_predicted", "flops_per_image", "peak_mem_mb", "seconds")
 MARKER = "logged"
 
