@@ -26,7 +26,8 @@ paired; *seed blocks* are independent: SE(mean of B blocks) = √(Σ SE_b²) / B
 is the FID of infinitely many samples.  The points are (1/N, FID) and (1/m_j, mean FID over level j's subsets);
 FD∞ is the intercept of their least-squares fit.  Chong & Forsyth fit a line over N = 5 000 … 50 000; over
 N/8 … N the curvature of the bias in 1/m shows where m/d is small (d = 64, N = 1 000: a line gives −19 % of the
-analytic limit, a quadratic −0.2 %), so the fit here is quadratic in 1/m.  Its SE is FID's: the fit removes the bias, a
+analytic limit, a quadratic −0.2 %), so the fit here is quadratic in 1/m, over the subsets of more than d samples (at least N/4 > d: below
+that a subset's covariance is singular; d = 64, N = 250: +36 %, so no FD∞ is given).  Its SE is FID's: the fit removes the bias, a
 function of N, and keeps FID's draw-to-draw fluctuation (measured: sd of FD∞ over blocks = 1.00 × FID's at
 d = 64, N = 1 000; a per-half estimate was 1.5 × too wide).
 """
@@ -74,14 +75,16 @@ def _intercept(u: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
     return (torch.linalg.pinv(x)[0] * f).sum(-1)
 
 
-def fd_infinity(value: float, n: int, values: list[torch.Tensor]) -> float:
-    """FD∞ from the full set's FID and the mean FID over each level of the nested subsets in ``values``
-    (levels ≥ 2: the quadratic needs 3 points)."""
-    if len(values) < 2:
-        raise ValueError("FD∞ needs at least 2 levels of subsets")
+def fd_infinity(value: float, n: int, values: list[torch.Tensor], d: int) -> float | None:
+    """FD∞ from the full set's FID and the mean FID over each level of the nested subsets in ``values`` whose
+    subsets hold more samples than the ``d`` feature dimensions (below that a subset's covariance is singular and
+    its FID leaves the 1/m regime); None when fewer than 2 such levels are left (the quadratic needs 3 points)."""
     sizes = [n // 2 ** len(values) * 2 ** (len(values) - j) for j in range(1, len(values) + 1)]
-    means = torch.stack([torch.tensor(float(value), dtype=torch.float64)] + [v.double().mean() for v in values])
-    u = torch.tensor([1 / n] + [1 / m for m in sizes], dtype=torch.float64)
+    kept = [(m, v) for m, v in zip(sizes, values) if m > d]
+    if len(kept) < 2:
+        return None
+    means = torch.stack([torch.tensor(float(value), dtype=torch.float64)] + [v.double().mean() for _, v in kept])
+    u = torch.tensor([1 / n] + [1 / m for m, _ in kept], dtype=torch.float64)
     return float(_intercept(u, means))
 
 
@@ -149,9 +152,10 @@ def subset_metrics(gen: dict, ref: dict, layers: dict[str, str], metrics=("fid",
             v = level_variances(per_level[key], partitions)
             df = degrees_of_freedom(partitions)
             out[key] = normal_interval(key, value, extrapolated_se(v[0], v[1]), level, df)
-            if key == "fid":
-                out["fid_inf"] = normal_interval("fid", fd_infinity(value, n, per_level[key]), out[key].se,
-                                                 level, df)
+            fd = fd_infinity(value, n, per_level[key], gen[U._layer(layers, family)].shape[1]) \
+                if key == "fid" else None
+            if fd is not None:
+                out["fid_inf"] = normal_interval("fid", fd, out[key].se, level, df)
     return out
 
 
