@@ -41,7 +41,9 @@ def test_sweep_writes_one_record_per_cell_and_seed_and_reuses_reference_features
     for r in recs.values():
         assert r["n_samples"] == N and r["reference_n"] == 1500 and r["extractor"].startswith("digits")
         assert r["nfe"] == r["steps"] and r["fid"] > 0 and r["is_mean"] >= 1
-        assert r["fid_lo"] <= r["fid"] <= r["fid_hi"] and r["ci_replicates"] == 20
+        assert r["fid_lo"] <= r["fid"] <= r["fid_hi"] and r["ci_method"] == "subsets" and r["ci_partitions"] == 16
+        assert r["fid_hi"] - r["fid_lo"] == pytest.approx(2 * 2.4 * r["fid_se"], rel=0.05)  # Student t, 6.4 df
+        assert "fid_inf" not in r  # N/4 = 10 samples < d = 64: no FD∞
         assert r["sec_per_image"] == pytest.approx(r["seconds"] / N)
         assert r["checkpoint"]["weights"] == "ema" and r["checkpoint"]["sha256"] == r["checkpoint_sha256"]
         assert results.samples(r["key"]).shape == (N, 3, 8, 8)
