@@ -1,5 +1,5 @@
 """The disjoint-subset intervals: measured coverage on Gaussian features (a small version of
-``benchmarks/interval_coverage.py``), FD∞ against the analytic Fréchet distance, the power of a claim, and
+``benchmarks/cpu/interval_coverage.py``), FD∞ against the analytic Fréchet distance, the power of a claim, and
 records written before FD∞ / stored SEs."""
 import math
 
@@ -42,7 +42,7 @@ def test_precision_se_is_the_binomial_one():
     """Precision is a mean of per-sample 0/1 flags (reference fixed): its SE must be √(p(1 − p)/N)."""
     cfg = C.Config(d=8, n=512, m_ref=512)
     g = torch.Generator().manual_seed(3)
-    gen = C._gen(cfg, g)
+    gen = C.draw(cfg, g)
     iv = S.subset_metrics(gen, C.reference(cfg), C.LAYERS, ("prc",), partitions=16)["precision"]
     assert iv.se == pytest.approx(math.sqrt(iv.value * (1 - iv.value) / 512), rel=0.2)
 
@@ -68,15 +68,15 @@ def test_fd_infinity_reaches_the_analytic_limit():
     cfg = C.Config(d=64, n=5000, m_ref=5000)
     ref = C.reference(cfg)
     limit = C.limit(cfg, ref)
-    res = S.subset_metrics(C._gen(cfg, torch.Generator().manual_seed(5)), ref, C.LAYERS, ("fid",), partitions=16)
+    res = S.subset_metrics(C.draw(cfg, torch.Generator().manual_seed(5)), ref, C.LAYERS, ("fid",), partitions=16)
     assert res["fid"].value > 1.15 * limit                      # FID at N = 5000 is biased well above the limit
     assert res["fid_inf"].value == pytest.approx(limit, rel=0.04)
     assert res["fid_inf"].lo < limit < res["fid_inf"].hi
     assert res["fid_inf"].se == res["fid"].se
     small = C.Config(d=64, n=500, m_ref=5000)   # quarters of 125 > d: three points, still within a few percent
-    res = S.subset_metrics(C._gen(small, torch.Generator().manual_seed(6)), ref, C.LAYERS, ("fid",))
+    res = S.subset_metrics(C.draw(small, torch.Generator().manual_seed(6)), ref, C.LAYERS, ("fid",))
     assert res["fid"].value > 2 * limit and res["fid_inf"].value == pytest.approx(limit, rel=0.15)
-    res = S.subset_metrics(C._gen(C.Config(d=64, n=250), torch.Generator().manual_seed(6)), ref, C.LAYERS, ("fid",))
+    res = S.subset_metrics(C.draw(C.Config(d=64, n=250), torch.Generator().manual_seed(6)), ref, C.LAYERS, ("fid",))
     assert "fid_inf" not in res                 # quarters of 62 < d = 64 samples: no FD∞
 
 

@@ -40,12 +40,12 @@ class Config:
     seed: int = 0
 
 
-def _gen(cfg: Config, g: torch.Generator) -> dict:
+def draw(cfg: Config, g: torch.Generator) -> dict:
     return {"f": torch.randn(cfg.n, cfg.d, generator=g, dtype=torch.float64) * cfg.scale + cfg.shift}
 
 
 def _pair(cfg: Config, g: torch.Generator) -> tuple[dict, dict]:
-    a = _gen(cfg, g)["f"]
+    a = draw(cfg, g)["f"]
     b = a + cfg.pair_shift + cfg.pair_noise * torch.randn(a.shape, generator=g, dtype=torch.float64)
     return {"f": a}, {"f": b}
 
@@ -67,7 +67,7 @@ def limit(cfg: Config, ref: dict) -> float:
 def point(gen: dict, ref: dict, family: str, kw: dict | None = None) -> dict[str, float]:
     kw = kw or dict(kid_subset_size=1000, kid_subsets=100, isc_splits=10, rng_seed=2020)
     n = gen["f"].shape[0]
-    return {k: float(v[0]) for k, v in U._draws(gen, ref, LAYERS, family, torch.arange(n)[None], "cpu",
+    return {k: float(v[0]) for k, v in U.metric_draws(gen, ref, LAYERS, family, torch.arange(n)[None], "cpu",
                                                   **kw).items()}
 
 
@@ -95,12 +95,12 @@ def per_record(cfg: Config, family: str, method: str = "subsets", partitions: in
     ivs: dict[str, list] = {}
     pts: dict[str, list] = {}
     for b in range(cfg.blocks):
-        for k, iv in interval_of(method, _gen(cfg, g), ref, family, kw, b, partitions, replicates).items():
+        for k, iv in interval_of(method, draw(cfg, g), ref, family, kw, b, partitions, replicates).items():
             ivs.setdefault(k, []).append(iv)
             pts.setdefault(k, []).append(iv.value)
     mc: dict[str, list] = {k: [] for k in pts}
     for _ in range(cfg.mc):
-        for k, v in point(_gen(cfg, g), ref, family, kw).items():
+        for k, v in point(draw(cfg, g), ref, family, kw).items():
             mc[k].append(v)
     z = statistics.NormalDist().inv_cdf(0.975)
     out = {k: _summary(pts[k], statistics.fmean(pts[k] + mc[k]), ivs[k], z) for k in KEYS[family]}

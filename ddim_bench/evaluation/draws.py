@@ -87,7 +87,7 @@ _LAST_REFERENCE: list = []  # the last reference's (key, moments): FID of many s
 
 def reference_moments(y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(μ_ref, Σ_ref, Σ_ref^{1/2}) of the reference features, kept for the same tensor's next call."""
-    key = (id(y), y.data_ptr(), tuple(y.shape), y._version, y.device)
+    key = (id(y), y.data_ptr(), tuple(y.shape), y.device)
     if _LAST_REFERENCE and _LAST_REFERENCE[0][0] == key and _LAST_REFERENCE[0][1] is y:
         return _LAST_REFERENCE[0][2]
     d = y.shape[1]

@@ -3,7 +3,7 @@
 *Why not the bootstrap.*  A bootstrap resample repeats samples (≈ 63 % distinct), which raises FID, KID and the
 precision/recall neighbourhoods by an amount that itself varies from resample to resample; at d/N = 64/1000 the
 bootstrap's spread of FID is 2 × the spread of FID over independent draws of N samples, and a jackknife's
-(delete a group) 1.5 × (``benchmarks/interval_coverage.py``, ``docs/intervals.md``).
+(delete a group) 1.5 × (``benchmarks/cpu/interval_coverage.py``, ``docs/intervals.md``).
 
 *The method.*  A random permutation of the N generated samples is cut into 2^L equal groups (L = ``levels``, the
 N mod 2^L left-over samples are left out of that partition); level j's subsets are the unions of 2^(L − j)
@@ -106,12 +106,12 @@ def normal_interval(metric: str, value: float, se: float, level: float, df: floa
 
 def _family_values(gen, ref, layers, family, idx_levels, device, kw):
     """({key: full-set value}, {key: [values per level]}) of one metric family."""
-    n = U._count(gen, U._layer(layers, family), "generated")
-    full = {k: float(v[0]) for k, v in U._draws(gen, ref, layers, family, torch.arange(n)[None], device,
+    n = U.sample_count(gen, U.layer_of(layers, family), "generated")
+    full = {k: float(v[0]) for k, v in U.metric_draws(gen, ref, layers, family, torch.arange(n)[None], device,
                                                   **kw).items()}
     per_level: dict[str, list] = {k: [] for k in full}
     for idx in idx_levels:
-        for k, v in U._draws(gen, ref, layers, family, idx, device, **kw).items():
+        for k, v in U.metric_draws(gen, ref, layers, family, idx, device, **kw).items():
             per_level[k].append(v.double().cpu())
     return full, per_level
 
@@ -134,7 +134,7 @@ def subset_metrics(gen: dict, ref: dict, layers: dict[str, str], metrics=("fid",
                    rng_seed: int = 2020) -> dict[str, U.Interval]:
     """Intervals of :func:`ddim_bench.evaluation.uncertainty.bootstrap_metrics`' keys by this module's method,
     plus "fid_inf" (FD∞ and its interval) when FID is asked for.  Each ``Interval.se`` is the standard error."""
-    U._check_level(level)
+    U.check_level(level)
     metrics = (metrics,) if isinstance(metrics, str) else tuple(metrics)
     unknown = set(metrics) - set(U.METRIC_KEYS)
     if unknown:
@@ -142,7 +142,7 @@ def subset_metrics(gen: dict, ref: dict, layers: dict[str, str], metrics=("fid",
     kw = dict(kid_subset_size=kid_subset_size, kid_subsets=kid_subsets, isc_splits=isc_splits, rng_seed=rng_seed)
     out = {}
     for family in [f for f in U.METRIC_KEYS if f in metrics]:
-        n = U._count(gen, U._layer(layers, family), "generated")
+        n = U.sample_count(gen, U.layer_of(layers, family), "generated")
         if n < MIN_SAMPLES:  # eighths of fewer than 4 samples: the centred bootstrap, no FD∞
             out.update(_bootstrap(gen, ref, layers, family, level, seed, device, kw))
             continue
@@ -152,7 +152,7 @@ def subset_metrics(gen: dict, ref: dict, layers: dict[str, str], metrics=("fid",
             v = level_variances(per_level[key], partitions)
             df = degrees_of_freedom(partitions)
             out[key] = normal_interval(key, value, extrapolated_se(v[0], v[1]), level, df)
-            fd = fd_infinity(value, n, per_level[key], gen[U._layer(layers, family)].shape[1]) \
+            fd = fd_infinity(value, n, per_level[key], gen[U.layer_of(layers, family)].shape[1]) \
                 if key == "fid" else None
             if fd is not None:
                 out["fid_inf"] = normal_interval("fid", fd, out[key].se, level, df)
@@ -164,12 +164,12 @@ def paired_subset_difference(gen_a: dict, gen_b: dict, ref: dict, metric: str = 
                              kid_subset_size: int = 1000, kid_subsets: int = 100, isc_splits: int = 10,
                              rng_seed: int = 2020) -> U.Interval:
     """Δ = metric(a) − metric(b) with its interval, both cells on the SAME subsets (paired on sample index)."""
-    U._check_level(level)
-    if metric not in U._FAMILY:
-        raise ValueError(f"unknown metric {metric!r}; use one of {sorted(U._FAMILY)}")
-    family = U._FAMILY[metric]
-    layer = U._layer(layers, family)
-    na, nb = U._count(gen_a, layer, "generated (a)"), U._count(gen_b, layer, "generated (b)")
+    U.check_level(level)
+    if metric not in U.FAMILY:
+        raise ValueError(f"unknown metric {metric!r}; use one of {sorted(U.FAMILY)}")
+    family = U.FAMILY[metric]
+    layer = U.layer_of(layers, family)
+    na, nb = U.sample_count(gen_a, layer, "generated (a)"), U.sample_count(gen_b, layer, "generated (b)")
     if na != nb:
         raise ValueError(f"paired sets must have the same sample count, got {na} and {nb}")
     kw = dict(kid_subset_size=kid_subset_size, kid_subsets=kid_subsets, isc_splits=isc_splits, rng_seed=rng_seed)

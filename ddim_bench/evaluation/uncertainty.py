@@ -44,7 +44,7 @@ __all__ = ["Interval", "METRIC_KEYS", "SUPPORT", "clip_to_support", "resample_in
 
 # Metric family (as in ``metrics=``) → the keys it produces.
 METRIC_KEYS = {"fid": ("fid",), "kid": ("kid_mean",), "isc": ("is_mean",), "prc": ("precision", "recall")}
-_FAMILY = {key: fam for fam, keys in METRIC_KEYS.items() for key in keys}
+FAMILY = {key: fam for fam, keys in METRIC_KEYS.items() for key in keys}
 # The values each metric's estimator can take.  FID is a squared distance (>= 0); IS is exp of a mean KL (>= 1);
 # precision and recall are fractions.  KID's estimator is unbiased and can be negative: no bound.
 SUPPORT = {"fid": (0.0, math.inf), "is_mean": (1.0, math.inf), "precision": (0.0, 1.0), "recall": (0.0, 1.0),
@@ -79,7 +79,7 @@ class Interval:
                 "replicates": self.replicates, "se": self.se, "df": self.df}
 
 
-def _check_level(level: float) -> None:
+def check_level(level: float) -> None:
     if not 0 < level < 1:
         raise ValueError(f"level must be in (0, 1), got {level}")
 
@@ -95,7 +95,7 @@ def resample_indices(n: int, replicates: int, seed: int = 0) -> torch.Tensor:
 def percentile_interval(value: float, draws: torch.Tensor, level: float = 0.95, centered: bool = True) -> Interval:
     """Interval(value, q_{(1−level)/2}, q_{(1+level)/2}) of ``draws``, or with ``centered`` of
     ``draws − (mean(draws) − value)``; NaN bounds when a draw is NaN.  ``Interval.draws`` keeps the raw draws."""
-    _check_level(level)
+    check_level(level)
     d = draws.detach().double().cpu().reshape(-1)
     if d.numel() == 0:
         raise ValueError("percentile_interval needs at least one draw")
@@ -104,7 +104,7 @@ def percentile_interval(value: float, draws: torch.Tensor, level: float = 0.95, 
     return Interval(float(value), float(q[0]), float(q[1]), float(level), d.numel(), d)
 
 
-def _layer(layers: dict, family: str) -> str:
+def layer_of(layers: dict, family: str) -> str:
     if family in layers:
         return layers[family]
     if family == "prc" and "fid" in layers:  # both registered extractors use their FID layer for prc
@@ -112,7 +112,7 @@ def _layer(layers: dict, family: str) -> str:
     raise ValueError(f"layers has no entry for metric {family!r} (got {sorted(layers)})")
 
 
-def _count(feats: dict, layer: str, what: str) -> int:
+def sample_count(feats: dict, layer: str, what: str) -> int:
     """Sample count of ``feats[layer]``, checked to be an [N, d] tensor."""
     if layer not in feats:
         raise ValueError(f"{what} features have no layer {layer!r} (got {sorted(feats)})")
@@ -123,14 +123,14 @@ def _count(feats: dict, layer: str, what: str) -> int:
 
 
 def _features(feats: dict, layer: str, device, what: str) -> torch.Tensor:
-    _count(feats, layer, what)
+    sample_count(feats, layer, what)
     return feats[layer].to(device=device, dtype=torch.float64)
 
 
-def _draws(gen: dict, ref: dict, layers: dict, family: str, idx: torch.Tensor, device, *,
+def metric_draws(gen: dict, ref: dict, layers: dict, family: str, idx: torch.Tensor, device, *,
            kid_subset_size: int, kid_subsets: int, isc_splits: int, rng_seed: int) -> dict[str, torch.Tensor]:
     """{key: [R] values} of one metric family for the resamplings ``idx`` ([R, N], row 0 may be the identity)."""
-    layer = _layer(layers, family)
+    layer = layer_of(layers, family)
     x = _features(gen, layer, device, "generated")
     n = x.shape[0]
     if n < 2:
@@ -156,7 +156,7 @@ def _draws(gen: dict, ref: dict, layers: dict, family: str, idx: torch.Tensor, d
 
 
 def _check_common(replicates: int, level: float) -> None:
-    _check_level(level)
+    check_level(level)
     if int(replicates) < 1:
         raise ValueError(f"replicates must be >= 1, got {replicates}")
 
@@ -180,9 +180,9 @@ def bootstrap_metrics(gen: dict[str, torch.Tensor], ref: dict[str, torch.Tensor]
         raise ValueError(f"unknown metrics {sorted(unknown)}; use some of {sorted(METRIC_KEYS)}")
     out = {}
     for family in [f for f in METRIC_KEYS if f in metrics]:
-        n = _count(gen, _layer(layers, family), "generated")
+        n = sample_count(gen, layer_of(layers, family), "generated")
         idx = torch.cat([torch.arange(n)[None], resample_indices(n, replicates, seed)])
-        for key, d in _draws(gen, ref, layers, family, idx, device, kid_subset_size=kid_subset_size,
+        for key, d in metric_draws(gen, ref, layers, family, idx, device, kid_subset_size=kid_subset_size,
                              kid_subsets=kid_subsets, isc_splits=isc_splits, rng_seed=rng_seed).items():
             iv = percentile_interval(float(d[0]), d[1:], level, centered)
             iv.lo, iv.hi = clip_to_support(key, iv.lo, iv.hi)
@@ -192,17 +192,17 @@ def bootstrap_metrics(gen: dict[str, torch.Tensor], ref: dict[str, torch.Tensor]
 
 def _difference(gen_a, gen_b, ref, metric, layers, replicates, level, seed, device, paired, centered, kw):
     _check_common(replicates, level)
-    if metric not in _FAMILY:
-        raise ValueError(f"unknown metric {metric!r}; use one of {sorted(_FAMILY)}")
-    family = _FAMILY[metric]
-    layer = _layer(layers, family)
-    na, nb = _count(gen_a, layer, "generated (a)"), _count(gen_b, layer, "generated (b)")
+    if metric not in FAMILY:
+        raise ValueError(f"unknown metric {metric!r}; use one of {sorted(FAMILY)}")
+    family = FAMILY[metric]
+    layer = layer_of(layers, family)
+    na, nb = sample_count(gen_a, layer, "generated (a)"), sample_count(gen_b, layer, "generated (b)")
     if paired and na != nb:
         raise ValueError(f"paired sets must have the same sample count, got {na} and {nb}")
     ida = resample_indices(na, replicates, seed)
     idb = ida if paired else resample_indices(nb, replicates, seed + 1)
-    da = _draws(gen_a, ref, layers, family, torch.cat([torch.arange(na)[None], ida]), device, **kw)[metric]
-    db = _draws(gen_b, ref, layers, family, torch.cat([torch.arange(nb)[None], idb]), device, **kw)[metric]
+    da = metric_draws(gen_a, ref, layers, family, torch.cat([torch.arange(na)[None], ida]), device, **kw)[metric]
+    db = metric_draws(gen_b, ref, layers, family, torch.cat([torch.arange(nb)[None], idb]), device, **kw)[metric]
     delta = (da - db).cpu()
     iv = percentile_interval(float(delta[0]), delta[1:], level, centered)
     return iv, iv.draws

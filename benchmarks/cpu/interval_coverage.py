@@ -5,22 +5,19 @@ intervals over independent simulated seed blocks and the median interval SE over
 across blocks (``ddim_bench.evaluation.coverage``: Gaussian features, a fixed reference, E[metric at N] by Monte
 Carlo; FD∞ against the analytic Fréchet distance).  Goal: coverage 93–97 %, SE ratio 0.85–1.15.
 
-    python benchmarks/interval_coverage.py                       # the subset method, every row of docs/intervals.md
-    python benchmarks/interval_coverage.py --method bootstrap    # the percentile bootstrap it replaced
-    python benchmarks/interval_coverage.py --d 64 --n 250 --families fid paired --blocks 50   # a part
+    python -m benchmarks.cpu.interval_coverage                       # the subset method, every row of docs/intervals.md
+    python -m benchmarks.cpu.interval_coverage --method bootstrap    # the percentile bootstrap it replaced
+    python -m benchmarks.cpu.interval_coverage --d 64 --n 250 --families fid paired --blocks 50   # a part
 """
 from __future__ import annotations
 
 import argparse
 import os
-import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import torch
 
-import torch  # noqa: E402
-
-from ddim_bench.evaluation import coverage as C  # noqa: E402
+from ddim_bench.evaluation import coverage as C
 
 FAMILIES = ("fid", "kid", "prc", "paired")
 HEADER = ("| method | d | N | quantity | blocks | coverage | SE / sd | SE cv | mean | answer | s |\n"

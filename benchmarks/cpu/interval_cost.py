@@ -6,22 +6,19 @@ a cost model (a subset of k samples costs min(k, d)·k·d multiply-adds for its 
 one eigen-decomposition of min(k, d); 4 N d² for the whitened features) against the measured time, then
 extrapolates it to N = 50 000 and divides by an assumed GPU cell time (stated; not measured here).
 
-    python benchmarks/interval_cost.py [--n 1024] [--partitions 16]
+    python -m benchmarks.cpu.interval_cost [--n 1024] [--partitions 16]
 """
 from __future__ import annotations
 
 import argparse
 import os
 import statistics
-import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import torch
 
-import torch  # noqa: E402
-
-from ddim_bench.evaluation import subsets as S  # noqa: E402
-from ddim_bench.evaluation import uncertainty as U  # noqa: E402
+from ddim_bench.evaluation import subsets as S
+from ddim_bench.evaluation import uncertainty as U
 
 D = 2048
 LAYERS = {"fid": "f"}
