@@ -17,19 +17,21 @@ are close); fitted through the halves and the quarters it gives
     Var(N) = v_half · r,   r = (6 − v_quarter / v_half) / 8   clamped to [1/4, 1/2]
 
 (r = 1/2 for a statistic linear in the samples, 1/4 for a purely second-order one; the clamp keeps A, B ≥ 0).
-The interval is value ± z·SE (normal; z = 1.96 at 95 %), its ends kept in the metric's support.
+The SE is itself an estimate, with ≈ 0.4 degrees of freedom per partition (:func:`degrees_of_freedom`), so the
+interval is value ± t·SE with Student's t (2.41 at 95 % and 16 partitions), its ends kept in the metric's support.
 
 *Paired differences* use the same subsets for both cells (sample i of a and b share x_T), so Δ on a subset is
-paired; *seed blocks* are independent: SE(mean of B blocks) = √(Σ SE_b²) / B.
+paired; *seed blocks* are independent: SE(mean of B blocks) = √(Σ SE_b²) / B (:func:`combine_se`).
 
 *FD∞* (Chong & Forsyth, CVPR 2020): FID's bias is ≈ β/m, so FID against 1/m is close to a line whose intercept
 is the FID of infinitely many samples.  The points are (1/N, FID) and (1/m_j, mean FID over level j's subsets);
 FD∞ is the intercept of their least-squares fit.  Chong & Forsyth fit a line over N = 5 000 … 50 000; over
 N/8 … N the curvature of the bias in 1/m shows where m/d is small (d = 64, N = 1 000: a line gives −19 % of the
-analytic limit, a quadratic −0.2 %), so the fit here is quadratic in 1/m, over the subsets of more than d samples (at least N/4 > d: below
-that a subset's covariance is singular; d = 64, N = 250: +36 %, so no FD∞ is given).  Its SE is FID's: the fit removes the bias, a
-function of N, and keeps FID's draw-to-draw fluctuation (measured: sd of FD∞ over blocks = 1.00 × FID's at
-d = 64, N = 1 000; a per-half estimate was 1.5 × too wide).
+analytic limit, a quadratic −0.2 %), so the fit here is quadratic in 1/m, over the subsets of more than d
+samples (at least N/4 > d: below that a subset's covariance is singular; d = 64, N = 250 gives +36 %, so no
+FD∞ is given).  Its SE is FID's: the fit removes the bias, a function of N, and keeps FID's draw-to-draw
+fluctuation (measured: sd of FD∞ over blocks = 1.00 × FID's at d = 64, N = 1 000; a per-half estimate was
+1.5 × too wide).
 """
 from __future__ import annotations
 
@@ -70,7 +72,8 @@ def extrapolated_se(v_half: float, v_quarter: float) -> float:
 
 
 def _intercept(u: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
-    """Least-squares quadratic f ≈ a + b·u + c·u² per row of f ([..., K] against u [K], K ≥ 3): the intercepts a."""
+    """Least-squares quadratic f ≈ a + b·u + c·u² per row of f ([..., K] against u [K], K ≥ 3): the
+    intercepts a."""
     x = torch.stack([torch.ones_like(u), u, u * u], 1)                # [K, 3]
     return (torch.linalg.pinv(x)[0] * f).sum(-1)
 
