@@ -58,6 +58,10 @@ def test_claims_table_and_figures(swept):
         assert c["lo"] <= c["delta"] <= c["hi"] or c["verdict"] != "holds"
         if c["lo"] <= 0 <= c["hi"]:
             assert c["verdict"] == "not significant"
+        # every claim says what it could detect (2.8 SE); one that is not significant, what would settle it
+        assert c["detectable"] == pytest.approx(2.8016 * c["se"], rel=1e-4) and c["se"] > 0
+        assert (c["blocks_needed"] is None) == (c["verdict"] != "not significant")
+    assert "| Detectable | To settle |" in rep["claims_markdown"]
     grid = Image.open(rep["paths"]["consistency_grid"])
     tile = 2 * 33 + 1  # 2x2 images of 8 px upscaled to 32, 1 px borders
     assert grid.size == (64 + 2 * (tile + 1) + 1, 18 + 3 * (tile + 1) + 1)  # labelled margins: left, top
