@@ -12,7 +12,8 @@ from ddim_bench.sampling.cell import Cell
 
 METRICS = ("fid", "fid_inf", "is_mean", "kid_mean", "precision", "recall", "consistency_mse")
 COSTS = ("sec_per_image", "images_per_sec", "nfe", "nfe_predicted", "flops_per_image", "peak_mem_mb")
-INTERVAL = {"fid": "fid", "fid_inf": "fid_inf", "is_mean": "is", "kid_mean": "kid", "precision": "precision", "recall": "recall"}
+INTERVAL = {"fid": "fid", "fid_inf": "fid_inf", "is_mean": "is", "kid_mean": "kid", "precision": "precision",
+            "recall": "recall"}
 
 
 def by_cell(records: list[dict]) -> dict[Cell, list[dict]]:
