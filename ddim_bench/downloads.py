@@ -15,7 +15,6 @@ import hashlib
 import http.client
 import os
 import sys
-import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -23,6 +22,7 @@ from dataclasses import dataclass
 from typing import Callable, Optional
 
 from ddim_bench.errors import UserError
+from ddim_bench.io import atomic_path, move_aside
 
 CHUNK = 1 << 20
 TIMEOUT_S = 60.0
@@ -98,18 +98,14 @@ class ChecksumError(DownloadError):
 
 def fetch(remote: Remote, path: str, timeout: float = TIMEOUT_S, attempts: int = ATTEMPTS) -> None:
     """Download ``remote`` to ``path`` via a temporary file beside it: checked, then renamed."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
     for attempt in range(1, attempts + 1):
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".part-", suffix="-" + os.path.basename(path))
         try:
-            with os.fdopen(fd, "wb") as out:
-                _transfer(remote, path, out, timeout)
-            why = remote.mismatch(tmp)
-            if why is not None:
-                raise ChecksumError(f"{remote.url} gave a file that is not {remote.what}: {why}")
-            os.chmod(tmp, 0o644)
-            os.replace(tmp, path)
+            with atomic_path(path) as tmp:
+                with open(tmp, "wb") as out:
+                    _transfer(remote, path, out, timeout)
+                why = remote.mismatch(tmp)
+                if why is not None:
+                    raise ChecksumError(f"{remote.url} gave a file that is not {remote.what}: {why}")
             return
         except ChecksumError:
             raise
@@ -117,9 +113,6 @@ def fetch(remote: Remote, path: str, timeout: float = TIMEOUT_S, attempts: int =
             if attempt == attempts:
                 raise
             time.sleep(1.0)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
 
 
 def _transfer(remote: Remote, path: str, out, timeout: float) -> None:
@@ -138,8 +131,6 @@ def _transfer(remote: Remote, path: str, out, timeout: float) -> None:
         raise DownloadError(_reason(err, got, size)) from None
     if size is not None and got != size:
         raise DownloadError(f"the transfer of {remote.url} stopped after {got:,} of {size:,} bytes")
-    out.flush()
-    os.fsync(out.fileno())
 
 
 def _reason(err: Exception, got: int, size: int | None) -> str:
@@ -147,18 +138,6 @@ def _reason(err: Exception, got: int, size: int | None) -> str:
         return f"the transfer stopped after {got:,} of {size:,} bytes ({type(err).__name__})"
     text = str(getattr(err, "reason", err)).strip().splitlines()
     return text[0][:160] if text else type(err).__name__
-
-
-def move_aside(path: str) -> str:
-    """Move a wrong file to ``corrupt/<name>.<time>`` beside it (kept, never deleted); returns the new path."""
-    folder = os.path.join(os.path.dirname(os.path.abspath(path)), "corrupt")
-    os.makedirs(folder, exist_ok=True)
-    base = os.path.join(folder, f"{os.path.basename(path)}.{time.strftime('%Y%m%d-%H%M%S')}")
-    target, n = base, 1
-    while os.path.exists(target):
-        target, n = f"{base}.{n}", n + 1
-    os.replace(path, target)
-    return target
 
 
 def say(msg: str) -> None:

@@ -2,9 +2,10 @@
 from __future__ import annotations
 
 import math
-import os
 
 import torch
+
+from ddim_bench.io import atomic_path
 
 MIN_TILE = 32  # smaller images are upscaled (nearest neighbour) to at least this many pixels in a grid
 
@@ -31,8 +32,6 @@ def image_grid(images: torch.Tensor, nrow: int | None = None, min_size: int = MI
 def save_png(grid: torch.Tensor, path: str) -> str:
     """Write a uint8 [3, H, W] image atomically; returns ``path``."""
     from PIL import Image
-    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    tmp = f"{path}.tmp.png"
-    Image.fromarray(grid.permute(1, 2, 0).cpu().numpy()).save(tmp)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        Image.fromarray(grid.permute(1, 2, 0).cpu().numpy()).save(tmp, format="PNG")
     return path

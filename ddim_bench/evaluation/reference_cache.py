@@ -11,10 +11,10 @@ from __future__ import annotations
 import hashlib
 import os
 import sys
-import tempfile
-import time
 
 import torch
+
+from ddim_bench.io import atomic_path, move_aside
 
 FORMAT = 2
 
@@ -53,32 +53,15 @@ def load(path: str, layers: list[str]) -> dict:
 
 def save(path: str, features: dict) -> None:
     """Write atomically: a temporary file in the same folder, then rename."""
-    folder = os.path.dirname(path)
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".pt")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save({"format": FORMAT, "features": features, "sha256": features_sha256(features)}, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_path(path) as tmp:
+        torch.save({"format": FORMAT, "features": features, "sha256": features_sha256(features)}, tmp)
 
 
-def move_aside(path: str, reason: str) -> None:
-    dest_dir = os.path.join(os.path.dirname(path), "corrupt")
-    os.makedirs(dest_dir, exist_ok=True)
-    dest = os.path.join(dest_dir, f"{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}-{os.path.basename(path)}")
-    try:
-        os.replace(path, dest)
-    except FileNotFoundError:  # another process moved it first
-        return
-    print(f"warning: reference cache {path} is bad ({reason}); moved to {dest}, computing it again",
-          file=sys.stderr, flush=True)
+def set_aside(path: str, reason: str) -> None:
+    dest = move_aside(path)
+    if dest is not None:  # None: another process moved it first
+        print(f"warning: reference cache {path} is bad ({reason}); moved to {dest}, computing it again",
+              file=sys.stderr, flush=True)
 
 
 def load_or_compute(path: str, layers: list[str], compute) -> dict:
@@ -87,7 +70,7 @@ def load_or_compute(path: str, layers: list[str], compute) -> dict:
         try:
             return load(path, layers)
         except BadCache as e:
-            move_aside(path, str(e))
+            set_aside(path, str(e))
     features = compute()
     save(path, features)
     return features

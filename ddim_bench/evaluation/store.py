@@ -19,14 +19,12 @@ import io
 import json
 import os
 import sys
-import time
 
 from ddim_bench.evaluation import cell_locks
 from ddim_bench.evaluation.cell_locks import DEFAULT_LEASE_S, CellClaim, claim_lock
-from ddim_bench.io import atomic_write
+from ddim_bench.io import aside_stamp, atomic_write, move_aside
 
 FORMAT = 2
-CORRUPT_DIR = "corrupt"
 
 
 def _canonical(obj) -> bytes:
@@ -184,21 +182,17 @@ class ResultStore:
                 return
         except FileNotFoundError:
             return
-        dest_dir = os.path.join(self.cells, CORRUPT_DIR)
-        os.makedirs(dest_dir, exist_ok=True)
-        prefix = f"{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}-"
+        stamp = aside_stamp()
         names = [n for n in os.listdir(self.cells) if n.startswith(key + ".") and not n.endswith(".lock")]
-        moved = []
+        moved = {}
         for name in sorted(names, key=lambda n: not n.endswith(".json")):  # the record first: cell undone
-            try:
-                os.replace(os.path.join(self.cells, name), os.path.join(dest_dir, prefix + name))
-                moved.append(name)
-            except FileNotFoundError:  # another reader moved it already
-                pass
+            dest = move_aside(os.path.join(self.cells, name), stamp)  # None: another reader moved it already
+            if dest is not None:
+                moved[name] = dest
         if key + ".json" in moved:
-            dest = os.path.join(os.path.relpath(dest_dir, self.root), prefix + os.path.basename(err.path))
-            print(f"warning: {err.path} is corrupt ({err}); moved to {dest} and the cell will be recomputed",
-                  file=sys.stderr, flush=True)
+            bad = moved.get(os.path.basename(err.path), moved[key + ".json"])
+            print(f"warning: {err.path} is corrupt ({err}); moved to {os.path.relpath(bad, self.root)} and the cell "
+                  "will be recomputed", file=sys.stderr, flush=True)
 
     def _verified(self, key: str) -> tuple[dict, dict, tuple] | None:
         try:

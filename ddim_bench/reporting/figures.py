@@ -7,6 +7,7 @@ import numpy as np
 import torch
 
 from ddim_bench.images import image_grid, save_png
+from ddim_bench.io import atomic_path
 from ddim_bench.reporting.aggregate import spread
 
 CURVES = (("fid_vs_steps", "steps", "steps S"), ("fid_vs_time", "sec_per_image", "seconds per image"),
@@ -20,14 +21,22 @@ def curves(rows: list[dict], out: str, front: list[dict] | None = None, suffix: 
     """One line per row (η, σ̂, sampler); bars are ±sd over seed blocks, or the bootstrap interval of one block.
     ``front``: the Pareto front of FID against NFE (``samplers.front_steps``), drawn as a step line on FID vs NFE.
     ``suffix`` goes into the file names (``fid_vs_steps-n16.png``: one set of figures per sample count)."""
-    import matplotlib.pyplot as plt
     paths = {}
     for fname, x, xlabel in CURVES:
-        fig = curve_figure(rows, x, xlabel, front if x == "nfe" else None)
         paths[fname + suffix] = os.path.join(out, f"{fname}{suffix}.png")
-        fig.savefig(paths[fname + suffix] + ".tmp.png", dpi=120), plt.close(fig)
-        os.replace(paths[fname + suffix] + ".tmp.png", paths[fname + suffix])
+        save_figure(curve_figure(rows, x, xlabel, front if x == "nfe" else None), paths[fname + suffix])
     return paths
+
+
+def save_figure(fig, path: str) -> str:
+    """Write a matplotlib figure as a PNG atomically and close it; returns ``path``."""
+    import matplotlib.pyplot as plt
+    try:
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, dpi=120, format="png")
+    finally:
+        plt.close(fig)
+    return path
 
 
 def curve_figure(rows: list[dict], x: str, xlabel: str, front: list[dict] | None = None):

@@ -8,6 +8,7 @@ import os
 
 from ddim_bench import paper
 from ddim_bench.io import atomic_write
+from ddim_bench.reporting.figures import save_figure
 
 RECORD_COLUMNS = ["steps", "mse", "mse_std", "mse_min", "mse_max", "mse_unclamped", "n_images", "split",
                   "skip", "nfe", "encode_seconds", "decode_seconds", "weights", "dataset", "paper_cifar10_mse",
@@ -72,9 +73,8 @@ def mse_figure(records: list[dict], path: str) -> str:
     ax.plot(*zip(*sorted(paper.TABLE2.items())), "k--", marker="x", label="paper, CIFAR-10 (reference)")
     ax.set_xscale("log"), ax.set_yscale("log"), ax.set_xlabel("steps S"), ax.set_ylabel("MSE on [0, 1]")
     ax.legend(fontsize=7), ax.grid(alpha=0.3, which="both")
-    fig.tight_layout(), fig.savefig(path + ".tmp.png", dpi=120), plt.close(fig)
-    os.replace(path + ".tmp.png", path)
-    return path
+    fig.tight_layout()
+    return save_figure(fig, path)
 
 
 def report_reconstruction(results_dir: str) -> dict:
@@ -104,7 +104,7 @@ def report_reconstruction(results_dir: str) -> dict:
     interp = os.path.join(results_dir, "interpolation")
     if os.path.isdir(interp):
         for name in sorted(os.listdir(interp)):
-            if name.endswith(".png") and not name.endswith(".tmp.png"):
+            if name.endswith(".png") and not name.startswith("."):
                 paths[f"interpolation_{name[:-4]}"] = os.path.join(interp, name)
     return {"paths": paths, "tables": tables, "markdown": md}
 
