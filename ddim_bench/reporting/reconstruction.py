@@ -62,7 +62,12 @@ def write_csv(records: list[dict], path: str) -> None:
 
 
 def mse_figure(records: list[dict], path: str) -> str:
-    """Log-log MSE against S: one line per setup, the paper's CIFAR-10 numbers dashed."""
+    """The MSE-vs-S figure written to ``path`` (PNG); returns ``path``."""
+    return save_figure(mse_plot(records), path)
+
+
+def mse_plot(records: list[dict]):
+    """Log-log MSE against S: one line per setup, the paper's CIFAR-10 numbers dashed (a matplotlib Figure)."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -74,7 +79,7 @@ def mse_figure(records: list[dict], path: str) -> str:
     ax.set_xscale("log"), ax.set_yscale("log"), ax.set_xlabel("steps S"), ax.set_ylabel("MSE on [0, 1]")
     ax.legend(fontsize=7), ax.grid(alpha=0.3, which="both")
     fig.tight_layout()
-    return save_figure(fig, path)
+    return fig
 
 
 def report_reconstruction(results_dir: str) -> dict:
