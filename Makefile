@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 OUT ?= outputs/demo
 
-.PHONY: demo demo-samplers test test-quick test-lowest perf clean
+.PHONY: demo demo-samplers test test-quick test-lowest perf perf-scale clean
 
 # The exact versions of constraints.txt (what CI runs); pyproject.toml itself only states compatible ranges.
 $(VENV)/.installed: pyproject.toml constraints.txt
@@ -62,6 +62,11 @@ LOWEST_TESTS := diffusion.py samplers.py metrics.py uncertainty.py unet.py noise
 
 perf: $(VENV)/.installed
 	$(PY) benchmarks/run_all.py
+
+# The harness's own cost at paper scale (N = 5 000 and 50 000, 2 cells x 3 blocks, sweep then report) with a
+# stand-in network and extractor: docs/perf-scale.md.  About 30 minutes on 2 CPU cores.
+perf-scale: $(VENV)/.installed
+	$(PY) -m benchmarks.cpu.paper_scale
 
 clean:
 	rm -rf outputs .cache $(LOWEST)

@@ -9,4 +9,4 @@ WANDB_MODES = ("online", "offline", "disabled")
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")  # torch.compile's
 DIGIT_EXTRACTORS = ("digits", "mnist")               # our classifier's features, trained on that data
 DINOV2_EXTRACTORS = ("dinov2-vit-s-14", "dinov2-vit-b-14", "dinov2-vit-l-14")
-EXTRACTORS = (*DIGIT_EXTRACTORS, "inception-v3-compat", *DINOV2_EXTRACTORS)
+EXTRACTORS = (*DIGIT_EXTRACTORS, "inception-v3-compat", *DINOV2_EXTRACTORS, "stand-in-2048")  # the last: benchmarks only

@@ -27,6 +27,7 @@ from ddim_bench.downloads import Remote, ensure
 from ddim_bench.errors import UserError
 from ddim_bench.evaluation import classifier as _classifier
 from ddim_bench.evaluation import dinov2 as _dinov2  # registers dinov2-vit-{s,b,l}-14-local
+from ddim_bench.evaluation import stand_in as _stand_in  # registers stand-in-2048 (benchmarks only)
 from ddim_bench.evaluation.classifier import (DIGITS_ARCH_VERSION, DigitsCNN, MnistCNN, build_net,  # noqa: F401
                                               dataset_of, fit_input, settings_for, settings_hash, train_classifier)
 
@@ -163,7 +164,7 @@ def extractor_name(metrics_cfg) -> str:
     on MNIST) both name the ``digits-cnn`` extractor, whose checkpoint says which network it holds."""
     name = metrics_cfg.get("extractor", "digits")
     name = DIGITS if name in DIGIT_EXTRACTORS else DINOV2.get(name, name)
-    if name not in (DIGITS, INCEPTION, *DINOV2.values()):
+    if name not in (DIGITS, INCEPTION, *DINOV2.values(), _stand_in.NAME):
         raise UserError(f"metrics.extractor={name} is not supported; use digits, mnist, {INCEPTION} or "
                         f"{', '.join(DINOV2)}")
     return name
@@ -176,6 +177,8 @@ def extractor_weights(metrics_cfg, cache_dir: str) -> str:
         return check_inception_weights(metrics_cfg.get("weights_path"))
     if name in _dinov2.NAMES:
         return check_dinov2_weights(name, metrics_cfg.get("weights_path"))
+    if name == _stand_in.NAME:
+        return _stand_in.ensure_weights(cache_dir)
     return ensure_classifier(cache_dir, **classifier_settings(metrics_cfg))
 
 

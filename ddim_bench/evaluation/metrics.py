@@ -12,6 +12,7 @@ import hashlib
 import math
 import os
 import re
+from collections.abc import Mapping
 
 import torch
 import torch.nn as nn
@@ -25,6 +26,7 @@ from ddim_bench.evaluation.features import (DIGITS, INCEPTION, MissingWeightsErr
                                  check_dinov2_weights, classifier_recipe, classifier_settings, extractor_name)
 from ddim_bench.errors import UserError
 from ddim_bench.evaluation.dinov2 import NAMES as DINOV2_NAMES
+from ddim_bench.evaluation.stand_in import NAME as STAND_IN
 from ddim_bench.evaluation.moments import Moments, fid as fid_of_moments
 
 __all__ = ["Scorer", "MissingWeightsError", "check_extractor", "data_mismatch", "concat_features", "torchmetrics_fid",
@@ -47,6 +49,8 @@ def check_extractor(metrics_cfg, download: bool = False) -> str:
         if metrics_cfg.get("isc", True):
             FEATURE_EXTRACTORS_REGISTRY[name].get_default_feature_layer_for_metric("isc")  # the one-line UserError
         check_dinov2_weights(name, metrics_cfg.get("weights_path"), download)
+    elif name == STAND_IN:
+        pass  # made from its seed on first use
     else:
         classifier_recipe(**classifier_settings(metrics_cfg))
     return name
@@ -166,8 +170,8 @@ class Scorer:
         else taken from the features.  Small sets are fine: KID's subset size and IS's split count shrink to fit;
         a metric that is undefined (fewer than 2 samples) is NaN.
         """
-        gen = _Float64(gen_features)
-        ref = _Float64(ref_features)
+        gen = Float64Features(gen_features)
+        ref = Float64Features(ref_features)
         out = {}
         if self.enabled["fid"]:
             layer = self.layers["fid"]
@@ -197,16 +201,26 @@ class Scorer:
         return {k: float(v) for k, v in out.items()}
 
 
-class _Float64(dict):
-    """A featuresdict whose layers are turned into float64 CPU tensors when first read (only those a metric uses)."""
+class Float64Features(Mapping):
+    """A featuresdict whose layers are turned into float64 CPU tensors when first read (only those a metric uses),
+    then kept."""
 
     def __init__(self, features: dict):
-        super().__init__()
-        self.source = features
+        self.source, self.converted = features, {}
 
-    def __missing__(self, layer):
-        self[layer] = self.source[layer].to("cpu", torch.float64)
-        return self[layer]
+    def __getitem__(self, layer):
+        if layer not in self.converted:
+            self.converted[layer] = self.source[layer].to("cpu", torch.float64)
+        return self.converted[layer]
+
+    def __contains__(self, layer):
+        return layer in self.source
+
+    def __iter__(self):
+        return iter(self.source)
+
+    def __len__(self):
+        return len(self.source)
 
 
 class _FidLayer(nn.Module):

@@ -31,6 +31,7 @@ class Loaded:
     schedule: dict | None        # diffusion config stored with the weights (None: take it from config)
     info: dict = field(default_factory=dict)  # kind, weights, sha256, path (+ repo, revision for a Hub model)
     arch: str = "ddpm-unet"      # ddpm-unet (ours, models/unet.py) | diffusers (UNet2DModel)
+    #                              | stand-in (benchmarks only, models/stand_in.py)
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -61,8 +62,11 @@ def load(path: str, weights: str = "ema", cache_dir: str = ".cache", download: b
     ``path`` may also be a diffusers folder or a Hub repo id ``owner/name[@revision]`` (from ``cache_dir``;
     fetched into it when ``download``, which the apps' ``download`` setting turns on by default)."""
     from ddim_bench.models import diffusers_model as dm
+    from ddim_bench.models import stand_in
     if weights not in ("ema", "raw"):
         raise UserError(f"weights={weights} must be ema or raw")
+    if stand_in.is_stand_in(path):  # benchmarks only: a 1×1 convolution with the CIFAR-10 shapes
+        return stand_in.loaded()
     if path and os.path.isdir(path):
         if dm.unet_folder(path) is None:
             found = checkpoint_in(path)
@@ -154,6 +158,9 @@ def build_model(loaded: Loaded, device="cpu") -> torch.nn.Module:
     if loaded.arch == "diffusers":
         from ddim_bench.models.diffusers_model import build
         return build(loaded.info, loaded.info["name"]).to(device).eval().requires_grad_(False)
+    if loaded.arch == "stand-in":
+        from ddim_bench.models.stand_in import StandInEps
+        return StandInEps(loaded.model_kwargs["in_channels"]).to(device).eval().requires_grad_(False)
     from ddim_bench.models.unet import UNet
     model = UNet(**loaded.model_kwargs)
     try:

@@ -138,9 +138,8 @@ def comparison_inputs(records: list[dict], results, bootstrap) -> dict:
     ref = load_reference(results.root, records)
     layers = records[0].get("feature_layers") or {}
 
-    def features(key):
-        f = results.load_file(key, ".features.pt")
-        return None if f is None else {k: v.double() for k, v in f.items()}
+    def features(key):  # as stored (float16): a comparison turns the one layer it uses into float64, then drops it
+        return results.load_file(key, ".features.pt")
 
     usable = ref is not None and bool(layers)
     return {"features": features if usable else (lambda key: None), "ref": ref or {}, "layers": layers,
@@ -195,8 +194,9 @@ def load_reference(root: str, records: list[dict]) -> dict | None:
     files = {r.get("reference_file") for r in records}
     if len(files) != 1 or None in files or not os.path.isfile(os.path.join(root, next(iter(files)))):
         return None
-    ref = torch.load(os.path.join(root, next(iter(files))), map_location="cpu", weights_only=True)
-    return {k: v.double() for k, v in ref.items()}
+    from ddim_bench.evaluation.metrics import Float64Features
+    # float64 once per layer used (the comparisons' reference side is then computed once: draws.reference_moments)
+    return Float64Features(torch.load(os.path.join(root, next(iter(files))), map_location="cpu", weights_only=True))
 
 
 def reconstruction_by_steps(recs: list[dict]) -> dict | None:
