@@ -32,7 +32,7 @@ STAGES = {
               ("ddim_bench.evaluation.metrics", "Scorer.features", "extract", False),
               ("ddim_bench.evaluation.cell_run", "Shard.gathered", "gather", True),
               ("ddim_bench.evaluation.metrics", "Scorer.score", "score", True),
-              ("ddim_bench.evaluation.uncertainty", "bootstrap_metrics", "intervals", True),
+              ("ddim_bench.evaluation.cell_run", "_intervals", "intervals", True),
               ("ddim_bench.evaluation.store", "ResultStore.put", "store", True),
               ("ddim_bench.tracking.runs", "log_cell", "wandb", True)],
     "report": [("ddim_bench.reporting.report", "make_report", "report", True),
