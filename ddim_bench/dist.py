@@ -123,6 +123,15 @@ class Dist:
         if self.world > 1:
             self._collective(self.fabric.barrier)
 
+    def close(self) -> None:
+        """The work is done on every rank: meet once more, then take the process group down. A process that exits
+        with gloo's process group still up can abort at exit ("terminate called without an active exception",
+        exit -6) after its work is done; only call this on success, as a rank that failed may not be answering."""
+        self.stop_watching()
+        if self.world > 1 and torch.distributed.is_initialized():
+            self.barrier()
+            torch.distributed.destroy_process_group()
+
 
 def _is_child(pid: int) -> bool:
     try:

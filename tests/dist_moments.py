@@ -32,7 +32,7 @@ def main(world: int, n: int, batch: int, d: int, out: str) -> None:
     total = m.all_reduce(dist.sum_)
     if dist.main:
         torch.save({"n": total.n, "s": total.s, "ss": total.ss, "world": dist.world, "rank_n": m.n}, out)
-    dist.barrier()
+    dist.close()
 
 
 if __name__ == "__main__":

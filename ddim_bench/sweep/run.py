@@ -64,7 +64,7 @@ def sweep(cfg: DictConfig) -> Tally:
                 held = run.pass_over(run.wait_for_orphans(held))
         finally:
             run.dist.stop_watching()  # from here on the other ranks may exit
-        run.dist.barrier()
+        run.dist.close()  # every rank is done: the process group goes down before the interpreter does
         if run.dist.main:
             run.tally.settle(run.results)
         return run.tally
