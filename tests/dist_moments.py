@@ -13,7 +13,7 @@ from types import SimpleNamespace
 import torch
 
 from ddim_bench.dist import Dist
-from ddim_bench.evaluation.moments import Moments
+from ddim_bench.scoring.moments import Moments
 from ddim_bench.sampling.generate import rank_indices
 
 

@@ -15,7 +15,7 @@ from wandb_records import find_runs, read_run
 from ddim_bench import config
 from ddim_bench.sweep import prepare, run as sweep
 from ddim_bench.errors import UserError
-from ddim_bench.evaluation import store
+from ddim_bench.results import store
 from ddim_bench.models import checkpoint
 from ddim_bench.sampling import ddim
 

@@ -6,9 +6,9 @@ import torch
 from omegaconf import OmegaConf
 
 from ddim_bench.errors import UserError
-from ddim_bench.evaluation import dinov2 as D
-from ddim_bench.evaluation import features as F
-from ddim_bench.evaluation import metrics as M
+from ddim_bench.scoring.extractors import dinov2 as D
+from ddim_bench.scoring.extractors import features as F
+from ddim_bench.scoring import metrics as M
 
 CONF = Path(__file__).resolve().parents[1] / "ddim_bench" / "conf" / "metrics"
 N_IMAGES = 6

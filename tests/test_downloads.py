@@ -16,8 +16,8 @@ import torch
 from ddim_bench import downloads
 from ddim_bench.downloads import Remote, ensure
 from ddim_bench.errors import UserError
-from ddim_bench.evaluation import features as F
-from ddim_bench.evaluation import metrics as M
+from ddim_bench.scoring.extractors import features as F
+from ddim_bench.scoring import metrics as M
 from ddim_bench.models import checkpoint
 
 GOOD = os.urandom(300_000)

@@ -12,8 +12,9 @@ import time
 
 import pytest
 
-from ddim_bench.evaluation import accounting, cell_locks
-from ddim_bench.evaluation.store import ResultStore
+from ddim_bench.results import accounting
+from ddim_bench.results import cell_locks
+from ddim_bench.results.store import ResultStore
 
 N = 24
 
@@ -64,7 +65,7 @@ def test_a_signal_mid_record_releases_the_claim_and_exits_non_zero(sig, extra, t
 
 HOLDER = textwrap.dedent("""
     import sys, time
-    from ddim_bench.evaluation.cell_locks import claim_lock
+    from ddim_bench.results.cell_locks import claim_lock
     claim = claim_lock(sys.argv[1], lease_s=float(sys.argv[2]))
     print("claimed" if claim else "refused", flush=True)
     time.sleep(600)

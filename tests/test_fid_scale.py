@@ -9,8 +9,8 @@ import torch
 from torch_fidelity.metric_fid import fid_featuresdict_to_statistics, fid_statistics_to_metric
 
 from ddim_bench.sweep import run as sweep
-from ddim_bench.evaluation import store
-from ddim_bench.evaluation.moments import Moments, fid
+from ddim_bench.results import store
+from ddim_bench.scoring.moments import Moments, fid
 
 HERE = Path(__file__).resolve().parent
 N = 101  # a multiple of neither the batch sizes (5, 8) nor the process count (2); above the digits' d = 64:

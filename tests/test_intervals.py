@@ -6,8 +6,8 @@ import math
 import pytest
 import torch
 
-from ddim_bench.evaluation import coverage as C
-from ddim_bench.evaluation import subsets as S
+from ddim_bench.scoring import coverage as C
+from ddim_bench.scoring import subsets as S
 from ddim_bench.reporting import aggregate, claims, table1
 
 

@@ -8,8 +8,8 @@ from omegaconf import OmegaConf
 from sklearn.datasets import load_digits
 from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
 
-from ddim_bench.evaluation import features as F
-from ddim_bench.evaluation import metrics as M
+from ddim_bench.scoring.extractors import features as F
+from ddim_bench.scoring import metrics as M
 from ddim_bench.errors import UserError
 
 CONF = Path(__file__).resolve().parents[1] / "ddim_bench" / "conf" / "metrics"

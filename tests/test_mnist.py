@@ -9,7 +9,7 @@ from omegaconf import OmegaConf
 from ddim_bench import config
 from ddim_bench.data.mnist import MnistDataModule
 from ddim_bench.errors import UserError
-from ddim_bench.evaluation import features as F
+from ddim_bench.scoring.extractors import features as F
 
 FAST = {"dataset": "mnist", "epochs": 2}  # a third of the default training: ~95 % (the default 6 epochs: 99 %)
 

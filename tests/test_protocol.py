@@ -2,7 +2,7 @@
 import pytest
 import torch_fidelity
 
-from ddim_bench.evaluation.protocol import departures, protocol_line
+from ddim_bench.scoring.protocol import departures, protocol_line
 
 PAPER = {"n_samples": 50000, "weights": "ema", "dataset": "cifar10", "reference_split": "train", "skip": "quad",
          "table1": True, "extractor": "inception-v3-compat", "torch_fidelity": torch_fidelity.__version__,

@@ -7,7 +7,7 @@ from omegaconf import OmegaConf
 from sklearn.datasets import load_digits
 
 from ddim_bench.errors import UserError
-from ddim_bench.evaluation import metrics as M
+from ddim_bench.scoring import metrics as M
 
 CONF = Path(__file__).resolve().parents[1] / "ddim_bench" / "conf" / "metrics"
 KEY = "digits|train|n=200"

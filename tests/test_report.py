@@ -8,7 +8,7 @@ from PIL import Image
 
 from ddim_bench.reporting import report
 from ddim_bench.sweep import run as sweep
-from ddim_bench.evaluation import store
+from ddim_bench.results import store
 
 N = 40
 

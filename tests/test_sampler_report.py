@@ -152,8 +152,8 @@ def test_sampler_sweep_report_and_wandb_show_nfe_verdicts_front_and_a_user_claim
     from wandb_records import find_runs, read_run
 
     from ddim_bench.sweep import run as sweep_app
-    from ddim_bench.evaluation import store
-    from ddim_bench.evaluation.record import cell_key, key_fields
+    from ddim_bench.results import store
+    from ddim_bench.results.record import cell_key, key_fields
     from ddim_bench.sampling.cell import Cell
     mine = "claims=[{a: {sampler: heun, steps: 3}, b: {sampler: dpmpp_3m, steps: 3}, direction: lower}]"
     done = sweep_app.run_sweep(compose(

@@ -259,7 +259,7 @@ def test_sweep_task_requeued_mid_record_computes_it_once(slurm_cluster, job_name
     import json
     import time
 
-    from ddim_bench.evaluation.store import ResultStore
+    from ddim_bench.results.store import ResultStore
     env = client_env(slurm_cluster, tmp_path / "cache", tmp_path / "root")
     results, sweep = tmp_path / "results", tmp_path / "sweep"
     cmd = [BIN / "ddim-bench-sweep", "-m", "hydra/launcher=slurm_cpu", "sampler.steps=40", "sampler.eta=0.0,1.0",
@@ -310,7 +310,7 @@ def test_sweep_warned_of_its_time_limit_requeues_itself_and_finishes(slurm_clust
     its claim released and requeues itself; the next start finishes every record, each once."""
     import json
 
-    from ddim_bench.evaluation.store import ResultStore
+    from ddim_bench.results.store import ResultStore
     env = client_env(slurm_cluster, tmp_path / "cache", tmp_path / "root")
     results, output = tmp_path / "results", tmp_path / "slurm.out"
     command = "echo start restart_count=${SLURM_RESTART_COUNT:-0}; srun " + app(

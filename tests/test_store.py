@@ -15,8 +15,8 @@ import pytest
 import torch
 
 from ddim_bench.errors import UserError
-from ddim_bench.evaluation import cell_locks
-from ddim_bench.evaluation.store import ResultStore
+from ddim_bench.results import cell_locks
+from ddim_bench.results.store import ResultStore
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -121,7 +121,7 @@ def test_samples_changed_after_verification_is_caught_on_load(tmp_path, capfd):
 # ---------------------------------------------------------------------------------------------- claims
 WORKER = textwrap.dedent("""
     import os, sys, time
-    from ddim_bench.evaluation.store import ResultStore
+    from ddim_bench.results.store import ResultStore
     root, log, keys = sys.argv[1], sys.argv[2], sys.argv[3].split(",")
     store = ResultStore(root)
     while not os.path.exists(os.path.join(root, "go")):  # start both workers together
@@ -164,7 +164,7 @@ def test_two_processes_compute_each_overlapping_cell_once(tmp_path):
 
 HOLDER = textwrap.dedent("""
     import os, sys, time
-    from ddim_bench.evaluation.store import ResultStore
+    from ddim_bench.results.store import ResultStore
     handle = ResultStore(sys.argv[1]).claim(sys.argv[2])
     print("claimed" if handle else "refused", flush=True)
     if sys.argv[3] == "exit":
@@ -219,7 +219,7 @@ def test_reused_pid_and_other_hosts(tmp_path):
 
 LEASED = textwrap.dedent("""
     import os, sys, time
-    from ddim_bench.evaluation.store import LostClaim, ResultStore
+    from ddim_bench.results.store import LostClaim, ResultStore
     root, key = sys.argv[1], sys.argv[2]
     store = ResultStore(root, lease_s=float(sys.argv[3]))
     handle = store.claim(key)

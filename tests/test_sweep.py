@@ -7,8 +7,9 @@ import pytest
 import torch
 
 from ddim_bench.sweep import prepare, run as sweep
-from ddim_bench.evaluation import metrics, store
-from ddim_bench.evaluation.record import cell_key, key_fields
+from ddim_bench.scoring import metrics
+from ddim_bench.results import store
+from ddim_bench.results.record import cell_key, key_fields
 from ddim_bench.sampling.cell import Cell, cells_from_config
 
 N = 40

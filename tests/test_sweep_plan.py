@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from ddim_bench.sweep import plan as sweep_plan, run as sweep
-from ddim_bench.evaluation import plan as P
+from ddim_bench.sweep import estimate as P
 
 N = 6
 

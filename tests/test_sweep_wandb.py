@@ -7,7 +7,7 @@ import pytest
 from wandb_records import find_runs, read_run
 
 from ddim_bench.sweep import run as sweep
-from ddim_bench.evaluation import store
+from ddim_bench.results import store
 
 
 def test_sweep_cells_and_report_land_in_wandb_offline(trained, tmp_path, monkeypatch, cli, compose):

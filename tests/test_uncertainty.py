@@ -12,9 +12,9 @@ from torch_fidelity.metric_kid import kid_features_to_metric
 from torch_fidelity.metric_prc import prc_features_to_metric
 from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY, register_feature_extractor
 
-from ddim_bench.evaluation import uncertainty as U
-from ddim_bench.evaluation.draws import fid_draws, isc_draws, kid_draws
-from ddim_bench.evaluation.prc import prc_draws
+from ddim_bench.scoring import uncertainty as U
+from ddim_bench.scoring.draws import fid_draws, isc_draws, kid_draws
+from ddim_bench.scoring.prc import prc_draws
 
 D = 16
 LAYERS = {"fid": "f", "kid": "f", "isc": "logits", "prc": "f"}

@@ -28,8 +28,8 @@ import time
 import torch
 import torch.nn as nn
 
-from ddim_bench.evaluation.draws import psd_sqrt
-from ddim_bench.evaluation.uncertainty import bootstrap_metrics
+from ddim_bench.scoring.draws import psd_sqrt
+from ddim_bench.scoring.uncertainty import bootstrap_metrics
 from ddim_bench.models.unet import UNet
 from ddim_bench.sampling.cost import flops_per_call
 

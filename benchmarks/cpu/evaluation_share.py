@@ -60,12 +60,12 @@ def compose_sweep(overrides: list[str]):
 # What is timed inside the sweep: label -> places (module, attribute) it may live, the first that exists is patched.
 PARTS = {"load checkpoint": [("ddim_bench.models.checkpoint", "load")],
          "build model": [("ddim_bench.models.checkpoint", "build_model")],
-         "build scorer": [("ddim_bench.evaluation.metrics", "Scorer.__init__")],
-         "reference features (cache)": [("ddim_bench.evaluation.metrics", "Scorer.reference")],
-         "generate": [("ddim_bench.evaluation.cell_run", "generate")],
-         "features": [("ddim_bench.evaluation.metrics", "Scorer.features")],
-         "score": [("ddim_bench.evaluation.metrics", "Scorer.score")],
-         "write record": [("ddim_bench.evaluation.store", "ResultStore.put")],
+         "build scorer": [("ddim_bench.scoring.metrics", "Scorer.__init__")],
+         "reference features (cache)": [("ddim_bench.scoring.metrics", "Scorer.reference")],
+         "generate": [("ddim_bench.sweep.cell_run", "generate")],
+         "features": [("ddim_bench.scoring.metrics", "Scorer.features")],
+         "score": [("ddim_bench.scoring.metrics", "Scorer.score")],
+         "write record": [("ddim_bench.results.store", "ResultStore.put")],
          "write samples.png / tracker": [("ddim_bench.tracking.runs", "log_cell")]}
 
 

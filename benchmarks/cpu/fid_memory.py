@@ -46,7 +46,7 @@ class Zero(torch.nn.Module):
 
 def stand_in_scorer(d: int, device):
     """A real :class:`Scorer` (its ``score``) whose extractor is replaced by random d-wide float32 features."""
-    from ddim_bench.evaluation.metrics import Scorer
+    from ddim_bench.scoring.metrics import Scorer
 
     class RandomFeatures(Scorer):
         def features(self, images, dtype=torch.float64, device="cpu"):
@@ -64,8 +64,8 @@ def child(mode: str, n: int, d: int, batch: int, out: str) -> None:
     """One configuration, on every rank of the world Fabric starts (``WORLD`` in the environment)."""
     from ddim_bench.config import build_alphas
     from ddim_bench.dist import Dist
-    from ddim_bench.evaluation.cell_run import Context, evaluate
-    from ddim_bench.evaluation.moments import Moments
+    from ddim_bench.sweep.cell_run import Context, evaluate
+    from ddim_bench.scoring.moments import Moments
     from ddim_bench.sampling.cell import Cell
     torch.set_num_threads(1)
     cuda = torch.cuda.is_available()

@@ -17,8 +17,8 @@ import time
 
 import torch
 
-from ddim_bench.evaluation import subsets as S
-from ddim_bench.evaluation import uncertainty as U
+from ddim_bench.scoring import subsets as S
+from ddim_bench.scoring import uncertainty as U
 
 D = 2048
 LAYERS = {"fid": "f"}

@@ -2,7 +2,7 @@
 
 Not a timed test: it prints one Markdown row per (method, d, N, quantity) with the coverage of nominal 95 %
 intervals over independent simulated seed blocks and the median interval SE over the sd of the point values
-across blocks (``ddim_bench.evaluation.coverage``: Gaussian features, a fixed reference, E[metric at N] by Monte
+across blocks (``ddim_bench.scoring.coverage``: Gaussian features, a fixed reference, E[metric at N] by Monte
 Carlo; FD∞ against the analytic Fréchet distance).  Goal: coverage 93–97 %, SE ratio 0.85–1.15.
 
     python -m benchmarks.cpu.interval_coverage                       # the subset method, every row of docs/intervals.md
@@ -17,7 +17,7 @@ import time
 
 import torch
 
-from ddim_bench.evaluation import coverage as C
+from ddim_bench.scoring import coverage as C
 
 FAMILIES = ("fid", "kid", "prc", "paired")
 HEADER = ("| method | d | N | quantity | blocks | coverage | SE / sd | SE cv | mean | answer | s |\n"

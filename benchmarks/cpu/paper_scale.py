@@ -181,8 +181,8 @@ def kid_interval_seconds(sizes=KID_SIZES, replicates: int = 2) -> dict:
     same size as the generated set, as at paper scale) at small N: the sweep runs with KID off because these grow
     as N² (the full kernel matrices) and would take hours at N = 50 000 on this CPU."""
     import torch
-    from ddim_bench.evaluation.draws import kid_draws
-    from ddim_bench.evaluation.uncertainty import resample_indices
+    from ddim_bench.scoring.draws import kid_draws
+    from ddim_bench.scoring.uncertainty import resample_indices
     out = {}
     for n in sizes:
         g = torch.Generator().manual_seed(n)

@@ -58,8 +58,8 @@ def combined_interval(mean: float, recs: list[dict], name: str) -> tuple[float, 
     stored SE and Student's t with Welch–Satterthwaite degrees of freedom (:func:`subsets.combine_se`); records
     written before SEs were stored read their half-width as 1.96 SE (normal).  One block keeps its own ends;
     the ends stay in the metric's support."""
-    from ddim_bench.evaluation.subsets import combine_se, degrees_of_freedom
-    from ddim_bench.evaluation.uncertainty import clip_to_support
+    from ddim_bench.scoring.subsets import combine_se, degrees_of_freedom
+    from ddim_bench.scoring.uncertainty import clip_to_support
     metric = {"kid": "kid_mean", "is": "is_mean", "fid_inf": "fid"}.get(name, name)
     if len(recs) == 1:
         return clip_to_support(metric, recs[0][f"{name}_lo"], recs[0][f"{name}_hi"])

@@ -1,7 +1,7 @@
 """The DDIM paper's qualitative claims, checked as comparisons with intervals.
 
 Each claim is a difference Δ whose expected sign says the claim holds; its interval comes from
-:mod:`ddim_bench.evaluation.uncertainty`.  FID comparisons are *paired* within a seed block (cells of one block
+:mod:`ddim_bench.scoring.uncertainty`.  FID comparisons are *paired* within a seed block (cells of one block
 start sample i from the same x_T, so their stored features are in the same sample order) and combined over the
 blocks that have both cells' features (:func:`combine_blocks`).  Verdicts: "holds" when the whole interval is on
 the expected side of 0, "reversed" when it is wholly on the other side, else "not significant".
@@ -28,8 +28,8 @@ from collections.abc import Callable, Mapping
 
 import torch
 
-from ddim_bench.evaluation.subsets import combine_se, paired_subset_difference, power
-from ddim_bench.evaluation.uncertainty import Interval, combine_blocks, percentile_interval, resample_indices, verdict
+from ddim_bench.scoring.subsets import combine_se, paired_subset_difference, power
+from ddim_bench.scoring.uncertainty import Interval, combine_blocks, percentile_interval, resample_indices, verdict
 
 __all__ = ["evaluate_claims", "claims_markdown", "paired_delta", "options"]
 

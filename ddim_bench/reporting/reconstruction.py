@@ -17,7 +17,7 @@ RECORD_COLUMNS = ["steps", "mse", "mse_std", "mse_min", "mse_max", "mse_unclampe
 
 def reconstruction_records(results_dir: str) -> list[dict]:
     """All verified reconstruction records under ``results_dir``, sorted by setup then S."""
-    from ddim_bench.evaluation.store import ResultStore
+    from ddim_bench.results.store import ResultStore
     recs = ResultStore(os.path.join(results_dir, "reconstruction")).records()
     return sorted(recs, key=lambda r: (setup_label(r), r["steps"]))
 

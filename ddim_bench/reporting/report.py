@@ -14,7 +14,7 @@ import sys
 
 from ddim_bench import cli
 from ddim_bench.errors import UserError
-from ddim_bench.evaluation.record import CellRecord
+from ddim_bench.results.record import CellRecord
 from ddim_bench.io import atomic_write
 from ddim_bench.reporting import aggregate, figures, samplers, status, table1
 
@@ -29,7 +29,7 @@ def write_csv(path: str, columns: list[str], rows: list[list]) -> str:
 
 
 def protocol_line(records: list[dict]) -> str:
-    from ddim_bench.evaluation.protocol import protocol_line as line
+    from ddim_bench.scoring.protocol import protocol_line as line
     found = list(dict.fromkeys(d for r in records for d in r.get("protocol", [])))
     return line(found)
 
@@ -69,7 +69,7 @@ def make_report(results_dir: str, paper_setting: str = "auto", bootstrap=None, c
     """Tables, claims and figures per setup (one per sample count when a folder holds sweeps of several N:
     numbers of different N are never aggregated or paired together).  The user's claims are checked on the
     first (largest-N) setup."""
-    from ddim_bench.evaluation.store import ResultStore
+    from ddim_bench.results.store import ResultStore
     results = ResultStore(results_dir)
     records = select(results.records(), results_dir, sweep)
     groups = by_setup(records)
@@ -135,7 +135,7 @@ def comparison_inputs(records: list[dict], results, bootstrap) -> dict:
     layers and the bootstrap settings (``claims.options``)."""
     from ddim_bench.reporting import claims
     b = {"replicates": 200, "level": 0.95, "seed": 0, **(dict(bootstrap) if bootstrap else {})}
-    ref = load_reference(results.root, records)
+    ref = load_reference(results, records)
     layers = records[0].get("feature_layers") or {}
 
     def features(key):  # as stored (float16): a comparison turns the one layer it uses into float64, then drops it
@@ -188,15 +188,12 @@ def make_claims(records: list[dict], results, compare: dict, mine=([], [])) -> t
     return rows, claims.claims_markdown(rows)
 
 
-def load_reference(root: str, records: list[dict]) -> dict | None:
-    """The reference features the sweep kept beside its records (``reference/<hash>.pt``), if all share one."""
-    import torch
-    files = {r.get("reference_file") for r in records}
-    if len(files) != 1 or None in files or not os.path.isfile(os.path.join(root, next(iter(files)))):
-        return None
-    from ddim_bench.evaluation.metrics import Float64Features
-    # float64 once per layer used (the comparisons' reference side is then computed once: draws.reference_moments)
-    return Float64Features(torch.load(os.path.join(root, next(iter(files))), map_location="cpu", weights_only=True))
+def load_reference(results, records: list[dict]) -> dict | None:
+    """The reference features the sweep kept beside its records, float64 once per layer used (the comparisons'
+    reference side is then computed once: draws.reference_moments)."""
+    from ddim_bench.scoring.metrics import Float64Features
+    ref = results.reference(records)
+    return None if ref is None else Float64Features(ref)
 
 
 def reconstruction_by_steps(recs: list[dict]) -> dict | None:
@@ -215,7 +212,7 @@ def run_job(cfg) -> None:
     console summary."""
     from ddim_bench.tracking.runs import log_report
     if cfg.status:
-        from ddim_bench.evaluation.store import ResultStore
+        from ddim_bench.results.store import ResultStore
         print("\n".join(status.status_lines(status.states(ResultStore(cfg.results_dir)))
                         or [f"results_dir={cfg.results_dir} has no sweeps yet"]))
         return

@@ -7,7 +7,7 @@ block start sample i from the same x_T, so Δ is resampled on the same sample in
 """
 from __future__ import annotations
 
-from ddim_bench.evaluation.uncertainty import verdict
+from ddim_bench.scoring.uncertainty import verdict
 from ddim_bench.reporting.aggregate import by_cell
 from ddim_bench.reporting.claims import paired_delta
 from ddim_bench.reporting.table1 import fmt

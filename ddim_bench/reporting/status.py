@@ -7,8 +7,8 @@ from __future__ import annotations
 import json
 import os
 
-from ddim_bench.evaluation import accounting
-from ddim_bench.evaluation.record import cell_key
+from ddim_bench.results import accounting
+from ddim_bench.results.record import cell_key
 from ddim_bench.io import write_json
 
 SWEEPS_DIR = "sweeps"

@@ -14,7 +14,7 @@ import os
 from omegaconf import OmegaConf
 
 from ddim_bench.errors import UserError
-from ddim_bench.evaluation.uncertainty import verdict
+from ddim_bench.scoring.uncertainty import verdict
 from ddim_bench.reporting.claims import paired_delta, power_fields
 from ddim_bench.sampling.cell import Cell
 

@@ -2,7 +2,7 @@
 
 The configs are composed with Hydra's compose API (no run folder, no ``.hydra/``); under ``-m`` the sweep's
 jobs are expanded as Hydra's basic sweeper does (command-line sweeps over ``hydra.sweeper.params``), one job per
-SLURM array task under a submitit launcher.  The arithmetic lives in :mod:`ddim_bench.evaluation.plan`.
+SLURM array task under a submitit launcher.  The arithmetic lives in :mod:`ddim_bench.sweep.estimate`.
 """
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from ddim_bench import cli, config, schema, validation
 from ddim_bench.dist import device_name
 from ddim_bench.errors import UserError
-from ddim_bench.evaluation import plan as P
+from ddim_bench.sweep import estimate as P
 from ddim_bench.sampling.cell import cells_from_config
 from ddim_bench.sampling.generate import calls_per_image
 

@@ -16,8 +16,8 @@ from ddim_bench.sweep.console import say
 
 def prepare(cfg: DictConfig, multirun: bool) -> dict:
     """All checks and cheap loading, in the order that needs no GPU and writes nothing."""
-    from ddim_bench.evaluation import metrics
-    from ddim_bench.evaluation.store import ResultStore
+    from ddim_bench.scoring import metrics
+    from ddim_bench.results.store import ResultStore
     from ddim_bench.reporting import user_claims
     cells = cells_from_config(cfg, multirun, cli.overridden("sampler"), cli.choice("grid"))
     claims = user_claims.plain(cfg.claims)
@@ -78,19 +78,6 @@ def protocol_setting(cfg, info: dict, dataset: str, extractor: str) -> dict:
             "reference_split": cfg.reference.split, "skip": cfg.grid.skip if cfg.grid.steps else cfg.sampler.skip,
             "table1": dataset == "cifar10", "extractor": extractor, "torch_fidelity": torch_fidelity.__version__,
             "seed_blocks": len(cfg.seeds)}
-
-
-def save_reference(root: str, rel: str, features: dict) -> None:
-    """The reference features beside the records (float16), once: the report's paired differences need them."""
-    import io
-    import os
-    import torch
-    from ddim_bench.io import atomic_write
-    path = os.path.join(root, rel)
-    if not os.path.isfile(path):
-        buf = io.BytesIO()
-        torch.save({k: v.half() for k, v in features.items()}, buf)
-        atomic_write(path, buf.getvalue())
 
 
 def noise_version() -> int:

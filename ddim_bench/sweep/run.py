@@ -1,5 +1,5 @@
 """The pass over a sweep's records: each (cell, seed block) not done yet is claimed with a lock, computed
-(:func:`ddim_bench.evaluation.cell_run.evaluate`), stored, logged to W&B and said, so reruns and concurrent job-array
+(:func:`ddim_bench.sweep.cell_run.evaluate`), stored, logged to W&B and said, so reruns and concurrent job-array
 tasks never compute a record twice.  A signal stops it with the claim released (:class:`signals.Stopped`)."""
 from __future__ import annotations
 
@@ -11,8 +11,9 @@ from omegaconf import DictConfig
 
 from ddim_bench import cli, config, signals
 from ddim_bench.dist import PeerLost
-from ddim_bench.evaluation import protocol, record as rec
-from ddim_bench.evaluation.accounting import DONE, HELD, MISSING, Tally, holder_text, overdue, state
+from ddim_bench.scoring import protocol
+from ddim_bench.results import record as rec
+from ddim_bench.results.accounting import DONE, HELD, MISSING, Tally, holder_text, overdue, state
 from ddim_bench.models import checkpoint, fast
 from ddim_bench.sampling.cell import Cell
 from ddim_bench.sweep import prepare as prep
@@ -75,7 +76,7 @@ class Run:
 
     def __init__(self, cfg: DictConfig):
         from ddim_bench.dist import Dist
-        from ddim_bench.evaluation import metrics
+        from ddim_bench.scoring import metrics
         self.cfg, p = cfg, prep.prepare(cfg, cli.is_multirun())
         self.p, self.loaded, self.results, cells = p, p["loaded"], p["results"], p["cells"]
         self.dist = dist = Dist(cfg.eval)
@@ -90,7 +91,8 @@ class Run:
         self.alphas = config.build_alphas(p["schedule"])
         self.schedulers = {c: prep.scheduler_config(c, self.alphas) for c in cells}
         self.jobs = [(seed, c, rec.cell_key(self.key_fields(c, seed))) for c in cells for seed in cfg.seeds]
-        self.ref_file = f"reference/{rec.cell_key({'reference': p['ref_key'], 'extractor': scorer.extractor_id})}.pt"
+        self.ref_file = self.results.reference_file(rec.cell_key({"reference": p["ref_key"],
+                                                                   "extractor": scorer.extractor_id}))
         self.pending = dist.broadcast([j for j in self.jobs if not self.results.has(j[2])] if dist.main else None)
         self.departures = protocol.departures(prep.protocol_setting(cfg, self.loaded.info, p["dm"].name, scorer.name))
         self.tally = Tally({k: f"{c.label} seed {s}" for s, c, k in self.jobs},
@@ -116,11 +118,11 @@ class Run:
             self.scorer.reference_features = self.scorer.reference(
                 torch.utils.data.Subset(p["ref"], range(p["ref_n"])), p["ref_key"])
             if cfg.metrics.keep_features:
-                prep.save_reference(self.results.root, self.ref_file, self.scorer.reference_features)
+                self.results.put_reference(self.ref_file, self.scorer.reference_features)
 
     def context(self, model):
         """What every cell's evaluation shares (:class:`cell_run.Context`)."""
-        from ddim_bench.evaluation.cell_run import Context
+        from ddim_bench.sweep.cell_run import Context
         cfg, dist = self.cfg, self.dist
         return Context(dist, model, self.alphas, self.p["shape"], self.scorer, cfg.n_samples, cfg.keep_images,
                        cfg.sampler.batch_size, cfg.metrics.bootstrap, prep.flops_per_call(self.loaded, self.p["shape"]),
@@ -131,7 +133,7 @@ class Run:
 
     def pass_over(self, jobs: list) -> list:
         """Compute each of ``jobs`` that this process can claim; the jobs live processes hold (rank 0's list)."""
-        from ddim_bench.evaluation.cell_run import evaluate
+        from ddim_bench.sweep.cell_run import evaluate
         held = []
         for i, (seed, cell, key) in enumerate(jobs, 1):
             self.claim = claim = self.results.claim(key) if self.dist.main else None
@@ -171,7 +173,7 @@ class Run:
 
     def store(self, seed: int, cell: Cell, key: str, out, claim) -> None:
         """Rank 0: write the record (unless its claim was lost meanwhile), log it, say it."""
-        from ddim_bench.evaluation.store import LostClaim
+        from ddim_bench.results.store import LostClaim
         from ddim_bench.tracking import runs
         cfg = self.cfg
         record = self.record(seed, cell, key, out.fields)

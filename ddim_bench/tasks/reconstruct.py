@@ -12,7 +12,7 @@ import torch
 from omegaconf import DictConfig
 
 from ddim_bench import config, validation
-from ddim_bench.evaluation.record import cell_key
+from ddim_bench.results.record import cell_key
 from ddim_bench.images import image_grid, save_png, to_uint8_rgb
 from ddim_bench.models import checkpoint
 from ddim_bench.sampling import ddim, inversion
@@ -28,7 +28,7 @@ def record_fields(cfg, S: int, n: int, data_key: str, info: dict, schedule: dict
 
 
 def run(cfg: DictConfig) -> list[dict]:
-    from ddim_bench.evaluation.store import ResultStore
+    from ddim_bench.results.store import ResultStore
     c = load_checked(cfg, "steps")
     dm = config.build_datamodule(cfg.data)
     images = dm.images(cfg.split, int(cfg.n_images))  # empty split / too few images: one-line error

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import os
 
-from ddim_bench.evaluation.record import CellRecord
+from ddim_bench.results.record import CellRecord
 from ddim_bench.images import image_grid, save_png
 from ddim_bench.io import atomic_write
 from ddim_bench.sampling.cell import Cell

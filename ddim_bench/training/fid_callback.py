@@ -21,7 +21,7 @@ class FIDCallback(pl.Callback):
         self.fid = None
 
     def setup(self, trainer, pl_module, stage):
-        from ddim_bench.evaluation.metrics import Scorer, torchmetrics_fid
+        from ddim_bench.scoring.metrics import Scorer, torchmetrics_fid
         if stage != "fit" or self.fid is not None:
             return
         scorer = Scorer(self.metrics_cfg, self.cache_dir, device=pl_module.device)

@@ -65,7 +65,7 @@ def train(cfg: DictConfig) -> DiffusionModule:
     # a missing dataset root or a model that does not fit the images stops here, before anything is written
     validation.check_resolution(config.image_shape(dm.reference("train"), dm), model_shape, dm.name)
     if cfg.callbacks.fid.every_n_steps:
-        from ddim_bench.evaluation.metrics import check_extractor, data_mismatch
+        from ddim_bench.scoring.metrics import check_extractor, data_mismatch
         check_extractor(cfg.metrics, cfg.download)
         warning = data_mismatch(cfg.metrics, dm.name)
         if warning and cli.launcher_rank() == 0:

@@ -1,6 +1,6 @@
 """What a sweep stores per (cell, seed block): the key fields, and ``CellRecord``, which owns the column list.
 
-A record is a JSON object on disk (see :mod:`ddim_bench.evaluation.store`); ``CellRecord`` is its typed view:
+A record is a JSON object on disk (see :mod:`ddim_bench.results.store`); ``CellRecord`` is its typed view:
 the report's CSV, the W&B table and the console all take their columns from ``CellRecord.columns()``.
 """
 from __future__ import annotations

@@ -33,8 +33,8 @@ class Rate:
 
 def feature_widths(metrics_cfg) -> dict[str, int]:
     """{layer: width} of the features a scorer extracts for this metrics config (no weights loaded)."""
-    from ddim_bench.evaluation import dinov2
-    from ddim_bench.evaluation.features import INCEPTION, extractor_name
+    from ddim_bench.scoring.extractors import dinov2
+    from ddim_bench.scoring.extractors.features import INCEPTION, extractor_name
     name = extractor_name(metrics_cfg)
     if name in dinov2.NAMES:
         return {dinov2.FEATURE: dinov2.VIT_SIZES[dinov2.NAMES[name]][0]}

@@ -40,7 +40,7 @@ from statistics import NormalDist
 
 import torch
 
-from ddim_bench.evaluation import uncertainty as U
+from ddim_bench.scoring import uncertainty as U
 
 __all__ = ["subset_indices", "level_variances", "extrapolated_se", "fd_infinity", "normal_interval",
            "subset_metrics", "paired_subset_difference", "combine_se", "power"]
@@ -135,7 +135,7 @@ def subset_metrics(gen: dict, ref: dict, layers: dict[str, str], metrics=("fid",
                    partitions: int = 16, level: float = 0.95, seed: int = 0, device="cpu",
                    kid_subset_size: int = 1000, kid_subsets: int = 100, isc_splits: int = 10,
                    rng_seed: int = 2020) -> dict[str, U.Interval]:
-    """Intervals of :func:`ddim_bench.evaluation.uncertainty.bootstrap_metrics`' keys by this module's method,
+    """Intervals of :func:`ddim_bench.scoring.uncertainty.bootstrap_metrics`' keys by this module's method,
     plus "fid_inf" (FD∞ and its interval) when FID is asked for.  Each ``Interval.se`` is the standard error."""
     U.check_level(level)
     metrics = (metrics,) if isinstance(metrics, str) else tuple(metrics)

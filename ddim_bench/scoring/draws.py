@@ -3,7 +3,7 @@
 Every function here takes the generated features ``x`` [N, d], (for FID/KID) the reference features ``y``
 [M, d] and ``idx`` [R, K], a batch of resamplings of the generated set: row r lists, position by position, which
 generated sample stands at that position (``idx[r] = arange(N)`` is the original set; K < N rows of distinct
-indices are subsets, as the disjoint subsets of :mod:`ddim_bench.evaluation.uncertainty` use).  It returns [R] values,
+indices are subsets, as the disjoint subsets of :mod:`ddim_bench.scoring.uncertainty` use).  It returns [R] values,
 where value r is *the metric torch-fidelity 0.4.0 computes on the generated set* ``x[idx[r]]`` *against the fixed
 reference* ``y``, with torch-fidelity's settings (KID subset draws, IS shuffle and splits) — up to float64
 rounding.  Nothing is resampled on the reference side.

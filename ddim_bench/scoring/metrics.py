@@ -22,12 +22,12 @@ from torch_fidelity.metric_kid import kid_featuresdict_to_metric
 from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY
 from torchmetrics.image.fid import FrechetInceptionDistance
 
-from ddim_bench.evaluation.features import (DIGITS, INCEPTION, MissingWeightsError, build_extractor, check_inception_weights,
+from ddim_bench.scoring.extractors.features import (DIGITS, INCEPTION, MissingWeightsError, build_extractor, check_inception_weights,
                                  check_dinov2_weights, classifier_recipe, classifier_settings, extractor_name)
 from ddim_bench.errors import UserError
-from ddim_bench.evaluation.dinov2 import NAMES as DINOV2_NAMES
-from ddim_bench.evaluation.stand_in import NAME as STAND_IN
-from ddim_bench.evaluation.moments import Moments, fid as fid_of_moments
+from ddim_bench.scoring.extractors.dinov2 import NAMES as DINOV2_NAMES
+from ddim_bench.scoring.extractors.stand_in import NAME as STAND_IN
+from ddim_bench.scoring.moments import Moments, fid as fid_of_moments
 
 __all__ = ["Scorer", "MissingWeightsError", "check_extractor", "data_mismatch", "concat_features", "torchmetrics_fid",
            "REFERENCE_COMPUTATIONS"]
@@ -146,7 +146,7 @@ class Scorer:
         loaded (see ``reference_cache``): a damaged one is named, moved aside and computed again.
         """
         from ddim_bench.errors import UserError
-        from ddim_bench.evaluation import reference_cache
+        from ddim_bench.results import reference_cache
         if len(dataset) < 2:  # before the cache: an empty reference must never be stored
             raise UserError(f"reference.n={len(dataset)} must be >= 2 (FID/KID need at least two reference "
                             f"images); raise reference.n or use null for the whole split")

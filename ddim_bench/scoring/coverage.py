@@ -18,8 +18,8 @@ from dataclasses import dataclass
 
 import torch
 
-from ddim_bench.evaluation import subsets as S
-from ddim_bench.evaluation import uncertainty as U
+from ddim_bench.scoring import subsets as S
+from ddim_bench.scoring import uncertainty as U
 
 LAYERS = {"fid": "f", "kid": "f", "prc": "f"}
 KEYS = {"fid": ("fid",), "kid": ("kid_mean",), "prc": ("precision", "recall")}

@@ -8,7 +8,7 @@ torch-fidelity (``metric_prc``, generated = input1, real = input2, neighbourhood
 * precision = the fraction of generated samples inside at least one real ball;
 * recall = the fraction of real samples inside at least one generated ball.
 
-What a replicate resamples: the generated set (positions ``idx[r]``, as in :mod:`ddim_bench.evaluation.draws`);
+What a replicate resamples: the generated set (positions ``idx[r]``, as in :mod:`ddim_bench.scoring.draws`);
 the real set, and hence the real balls, stay fixed.  Value r is torch-fidelity's precision/recall of
 ``x[idx[r]]`` against ``y``:
 
@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import torch
 
-from ddim_bench.evaluation.draws import CHUNK_BYTES, _rows_per_chunk, counts
+from ddim_bench.scoring.draws import CHUNK_BYTES, _rows_per_chunk, counts
 
 NEIGHBOURHOOD = 3  # torch-fidelity's default prc_neighborhood
 

@@ -9,8 +9,8 @@ from dataclasses import dataclass
 import torch
 
 from ddim_bench.dist import Dist, device_name, peak_memory_mb, reset_peak_memory
-from ddim_bench.evaluation import record
-from ddim_bench.evaluation.moments import Moments
+from ddim_bench.results import record
+from ddim_bench.scoring.moments import Moments
 from ddim_bench.sampling.cell import Cell
 from ddim_bench.sampling.generate import generate, rank_indices
 
@@ -22,7 +22,7 @@ class Context:
     model: torch.nn.Module
     alphas: torch.Tensor
     shape: tuple
-    scorer: object               # ddim_bench.evaluation.metrics.Scorer
+    scorer: object               # ddim_bench.scoring.metrics.Scorer
     n_samples: int
     keep_images: int
     batch_size: int
@@ -130,11 +130,11 @@ class Shard:
 
 def _intervals(ctx: Context, gen: dict) -> dict:
     """``<metric>_lo`` / ``<metric>_hi`` / ``<metric>_se`` from disjoint subsets of the generated samples
-    (:mod:`ddim_bench.evaluation.subsets`), and FD∞ (``fid_inf``) with its interval beside FID."""
+    (:mod:`ddim_bench.scoring.subsets`), and FD∞ (``fid_inf``) with its interval beside FID."""
     b = ctx.bootstrap
     if int(b.replicates) < 1:
         return {}
-    from ddim_bench.evaluation.subsets import subset_metrics
+    from ddim_bench.scoring.subsets import subset_metrics
     s = ctx.scorer
     wanted = [m for m, on in (("fid", s.enabled["fid"]), ("kid", s.enabled["kid"]), ("isc", s.enabled["isc"]),
                               ("prc", s.prc)) if on]

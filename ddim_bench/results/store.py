@@ -20,8 +20,8 @@ import json
 import os
 import sys
 
-from ddim_bench.evaluation import cell_locks
-from ddim_bench.evaluation.cell_locks import DEFAULT_LEASE_S, CellClaim, claim_lock
+from ddim_bench.results import cell_locks
+from ddim_bench.results.cell_locks import DEFAULT_LEASE_S, CellClaim, claim_lock
 from ddim_bench.io import aside_stamp, atomic_write, move_aside
 
 FORMAT = 2
@@ -247,6 +247,30 @@ class ResultStore:
     def samples(self, key: str):
         """The cell's kept images (uint8 [k, C, H, W]) or None."""
         return self.load_file(key, ".samples.pt")
+
+    # ------------------------------------------------------------------ reference features
+    @staticmethod
+    def reference_file(key: str) -> str:
+        """Where the reference features named ``key`` are kept, relative to the root (a record's ``reference_file``)."""
+        return f"reference/{key}.pt"
+
+    def put_reference(self, rel: str, features: dict) -> None:
+        """The reference features beside the records (float16), once: the report's paired differences need them."""
+        path = os.path.join(self.root, rel)
+        if not os.path.isfile(path):
+            import torch
+            buf = io.BytesIO()
+            torch.save({k: v.half() for k, v in features.items()}, buf)
+            atomic_write(path, buf.getvalue())
+
+    def reference(self, records: list[dict]) -> dict | None:
+        """The reference features the records were scored against ({layer: float16 [M, d]}), when they all share
+        one file and it is there; else None."""
+        files = {r.get("reference_file") for r in records}
+        if len(files) != 1 or None in files or not os.path.isfile(os.path.join(self.root, next(iter(files)))):
+            return None
+        import torch
+        return torch.load(os.path.join(self.root, next(iter(files))), map_location="cpu", weights_only=True)
 
     # ------------------------------------------------------------------ claims
     def claim(self, key: str) -> CellClaim | None:

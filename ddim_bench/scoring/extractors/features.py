@@ -25,10 +25,10 @@ from torch_fidelity.utils_torch import torch_atomic_save
 from ddim_bench.choices import DIGIT_EXTRACTORS, DINOV2_EXTRACTORS
 from ddim_bench.downloads import Remote, ensure
 from ddim_bench.errors import UserError
-from ddim_bench.evaluation import classifier as _classifier
-from ddim_bench.evaluation import dinov2 as _dinov2  # registers dinov2-vit-{s,b,l}-14-local
-from ddim_bench.evaluation import stand_in as _stand_in  # registers stand-in-2048 (benchmarks only)
-from ddim_bench.evaluation.classifier import (DIGITS_ARCH_VERSION, DigitsCNN, MnistCNN, build_net,  # noqa: F401
+from ddim_bench.scoring.extractors import classifier as _classifier
+from ddim_bench.scoring.extractors import dinov2 as _dinov2  # registers dinov2-vit-{s,b,l}-14-local
+from ddim_bench.scoring.extractors import stand_in as _stand_in  # registers stand-in-2048 (benchmarks only)
+from ddim_bench.scoring.extractors.classifier import (DIGITS_ARCH_VERSION, DigitsCNN, MnistCNN, build_net,  # noqa: F401
                                               dataset_of, fit_input, settings_for, settings_hash, train_classifier)
 
 INCEPTION = "inception-v3-compat"

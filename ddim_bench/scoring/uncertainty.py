@@ -9,7 +9,7 @@ the metric's population value.
 
 *Replicate r of a metric* is exactly what torch-fidelity 0.4.0 gives on the resampled generated set (same KID
 subset draws, IS shuffle and splits, precision/recall neighbourhood), computed in batches
-(:mod:`ddim_bench.evaluation.draws`, :mod:`ddim_bench.evaluation.prc`); the point value is the same computation
+(:mod:`ddim_bench.scoring.draws`, :mod:`ddim_bench.scoring.prc`); the point value is the same computation
 on the original set, equal to torch-fidelity's (and to ``Scorer.score``) up to float64 rounding.
 
 *Interval.*  Percentile bootstrap: [q_{(1−level)/2}, q_{(1+level)/2}] of the replicates (linear interpolation),
@@ -36,8 +36,8 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ddim_bench.evaluation.draws import fid_draws, isc_draws, kid_draws
-from ddim_bench.evaluation.prc import prc_draws
+from ddim_bench.scoring.draws import fid_draws, isc_draws, kid_draws
+from ddim_bench.scoring.prc import prc_draws
 
 __all__ = ["Interval", "METRIC_KEYS", "SUPPORT", "clip_to_support", "resample_indices", "percentile_interval", "bootstrap_metrics",
            "paired_difference", "unpaired_difference", "combine_blocks", "aggregate_blocks", "verdict"]
