@@ -1,7 +1,7 @@
 """The named choices of the settings, declared once: :mod:`ddim_bench.schema` checks a config against them, and the
 code that acts on a choice imports its list from here (no dependencies: the math modules import it too)."""
 
-SKIPS = ("uniform", "quad", "trailing", "linspace")  # timestep spacing (ddim.timesteps); "uniform" is diffusers' "leading"
+SKIPS = ("uniform", "quad", "trailing", "linspace")  # the timestep grid (ddim.timesteps); "uniform" is diffusers' "leading"
 VARIANCES = ("eta", "hat")                            # σ(η) of Eq. 16, or the σ̂ row
 SCHEDULES = ("linear", "cosine")                      # β schedules (ddim.alphas_cumprod)
 WEIGHTS = ("ema", "raw")

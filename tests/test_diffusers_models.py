@@ -100,7 +100,7 @@ class Payload:
 
 @pytest.mark.parametrize("clip", [False, True])
 def test_our_ddim_equals_diffusers_ddim_pipeline(tiny, clip):
-    """Leading spacing (our uniform), η = 0, the same x_T: DDIMPipeline's output to 1e-5, before its clamp too."""
+    """Leading skip (our uniform), η = 0, the same x_T: DDIMPipeline's output to 1e-5, before its clamp too."""
     from diffusers import DDIMPipeline, DDIMScheduler
     folder, unet, sched = tiny
 

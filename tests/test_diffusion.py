@@ -39,11 +39,12 @@ def test_quad_known_values_and_duplicates():
     assert len(q) == 1000 and len(set(q)) < 1000 and q[-1] == 800 and D.model_calls(q) == len(set(q))
 
 
-@pytest.mark.parametrize("spacing,skip", [("leading", "uniform"), ("trailing", "trailing"), ("linspace", "linspace")])
+@pytest.mark.parametrize("timestep_spacing,skip", [("leading", "uniform"), ("trailing", "trailing"),
+                                                   ("linspace", "linspace")])
 @pytest.mark.parametrize("S", [10, 20, 50, 999])
-def test_skips_match_diffusers_spacings(spacing, skip, S):
+def test_skips_match_diffusers_timestep_spacings(timestep_spacing, skip, S):
     diffusers = pytest.importorskip("diffusers")
-    sched = diffusers.DDIMScheduler(num_train_timesteps=1000, timestep_spacing=spacing)
+    sched = diffusers.DDIMScheduler(num_train_timesteps=1000, timestep_spacing=timestep_spacing)
     sched.set_timesteps(S)
     assert D.timesteps(1000, S, skip) == sorted(sched.timesteps.tolist())
 

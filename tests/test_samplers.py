@@ -75,11 +75,11 @@ def test_measured_nfe_is_the_formula(name):
     spec = SAMPLERS[name]
     model = CallCounter(GaussianEps(ALPHAS))
     x = _x_T(2)
-    for spacing in spec.spacings:
+    for skip in spec.skips:
         for S in (5, 10, 20):
             model.reset()
-            run_sampler(name, model, x, ALPHAS, S, spacing=spacing, generator=_gens(range(2)))
-            assert model.calls == spec.nfe(S), (spacing, S)
+            run_sampler(name, model, x, ALPHAS, S, skip=skip, generator=_gens(range(2)))
+            assert model.calls == spec.nfe(S), (skip, S)
             assert model.rows == 2 * model.calls
     assert {n: SAMPLERS[n].nfe(10) for n in ("ddim", "pndm", "plms", "heun", "dpmpp_3m")} == {
         "ddim": 10, "pndm": 19, "plms": 11, "heun": 19, "dpmpp_3m": 10}
@@ -90,7 +90,7 @@ def test_repeated_quad_timesteps_cost_nothing(name):
     taus = D.timesteps(T, 50, "quad")
     assert D.model_calls(taus) < 50  # quad repeats τ near 0 at S = 50
     model = CallCounter(GaussianEps(ALPHAS))
-    run_sampler(name, model, _x_T(1), ALPHAS, 50, spacing="quad")
+    run_sampler(name, model, _x_T(1), ALPHAS, 50, skip="quad")
     calls = D.model_calls(taus)
     assert model.calls == (2 * calls - 1 if name == "heun" else calls)
 
@@ -109,8 +109,8 @@ def test_flops_per_call_counts_the_convolutions_per_image():
 def test_diffusers_ddim_equals_ours_on_uniform_spacing(schedule, S, clip_x0):
     alphas = D.alphas_cumprod(T, schedule)
     model, x = TinyNet(), _x_T(4, (3, 8, 8), dtype=torch.float32)
-    ours = run_sampler("ddim", model, x, alphas, S, spacing="uniform", clip_x0=clip_x0)
-    theirs = run_sampler("ddim_diffusers", model, x, alphas, S, spacing="uniform", clip_x0=clip_x0)
+    ours = run_sampler("ddim", model, x, alphas, S, skip="uniform", clip_x0=clip_x0)
+    theirs = run_sampler("ddim_diffusers", model, x, alphas, S, skip="uniform", clip_x0=clip_x0)
     assert _rel(theirs, ours) < 1e-5
 
 
@@ -137,14 +137,14 @@ def _by_hand(model, x, taus, prev_of):
     return x
 
 
-@pytest.mark.parametrize("spacing,S,min_rel", [("linspace", 10, 1e-2), ("trailing", 6, 1e-3)])
-def test_diffusers_ddim_reads_the_wrong_alpha_off_the_leading_grid(spacing, S, min_rel):
+@pytest.mark.parametrize("skip,S,min_rel", [("linspace", 10, 1e-2), ("trailing", 6, 1e-3)])
+def test_diffusers_ddim_reads_the_wrong_alpha_off_the_leading_grid(skip, S, min_rel):
     """diffusers' DDIMScheduler.step takes the previous timestep as t − T // S (issues #12633, #11347)."""
     model, x = TinyNet().double(), _x_T(4, (3, 8, 8))
-    taus = D.timesteps(T, S, spacing)
+    taus = D.timesteps(T, S, skip)
     assert sorted({b - a for a, b in zip(taus, taus[1:])}) != [T // S]  # not a fixed stride of T // S
-    ours = run_sampler("ddim", model, x, ALPHAS, S, spacing=spacing)
-    theirs = run_sampler("ddim_diffusers", model, x, ALPHAS, S, spacing=spacing)
+    ours = run_sampler("ddim", model, x, ALPHAS, S, skip=skip)
+    theirs = run_sampler("ddim_diffusers", model, x, ALPHAS, S, skip=skip)
     paper = _by_hand(model, x, taus, lambda i: taus[i - 1] if i > 0 else -1)
     stride = _by_hand(model, x, taus, lambda i: taus[i] - T // S)
     assert _rel(ours, paper) < 1e-12  # ours is the paper's update at the actual previous τ
@@ -154,7 +154,7 @@ def test_diffusers_ddim_reads_the_wrong_alpha_off_the_leading_grid(spacing, S, m
 
 # ---- convergence on Gaussian data ------------------------------------------------------------------
 
-# sampler -> (spacing that ends at τ = 0 or is the only one it has, lower bound on the fitted order)
+# sampler -> (skip that ends at τ = 0 or is the only one it has, lower bound on the fitted order)
 CONVERGENCE = {
     "ddim": ("quad", 0.9), "ddim_diffusers": ("uniform", 0.9), "euler": ("quad", 0.9),
     # dpmpp_3m: its last two steps are of order 2 and 1 at every S (step_orders), and quad's final λ-steps
@@ -183,13 +183,13 @@ def test_error_falls_with_nfe_at_the_solvers_order(name):
     exact ε (x̂0) — the limit of a sampler that solves the ODE on the grid exactly.  On grids ending at
     τ = 0 it is within 2e-4 of the true x_0, which is checked at the largest S.
     """
-    spec, (spacing, bound) = SAMPLERS[name], CONVERGENCE[name]
+    spec, (skip, bound) = SAMPLERS[name], CONVERGENCE[name]
     model, x_T = CallCounter(GaussianEps(ALPHAS)), _x_T(16)
     nfes, errs = [], []
     for S in (16, 32, 64, 128):
-        taus = D.timesteps(T, S, spacing)
+        taus = D.timesteps(T, S, skip)
         model.reset()
-        x = run_sampler(name, model, x_T, ALPHAS, S, spacing=spacing)
+        x = run_sampler(name, model, x_T, ALPHAS, S, skip=skip)
         a_start, a_last = float(ALPHAS[taus[-1]]), float(ALPHAS[taus[0]])
         if spec.final_alpha_one:
             ref = denoised(ode_state(x_T, a_start, a_last), a_last)
@@ -204,16 +204,16 @@ def test_error_falls_with_nfe_at_the_solvers_order(name):
     assert (x - exact_x0).pow(2).mean().sqrt().item() < errs[-1] + 2e-4
 
 
-@pytest.mark.parametrize("spacing", ["uniform", "quad", "trailing", "linspace"])
-def test_euler_is_our_ddim_at_eta_zero(spacing):
+@pytest.mark.parametrize("skip", ["uniform", "quad", "trailing", "linspace"])
+def test_euler_is_our_ddim_at_eta_zero(skip):
     model, x = GaussianEps(ALPHAS), _x_T(4)
-    ours = run_sampler("ddim", model, x, ALPHAS, 12, spacing=spacing)
-    assert _rel(run_sampler("euler", model, x, ALPHAS, 12, spacing=spacing), ours) < 1e-6
+    ours = run_sampler("ddim", model, x, ALPHAS, 12, skip=skip)
+    assert _rel(run_sampler("euler", model, x, ALPHAS, 12, skip=skip), ours) < 1e-6
 
 
 # ---- the final steps: one rule at every S ---------------------------------------------------------
 
-def _orders_at(name, S, spacing="trailing"):
+def _orders_at(name, S, skip="trailing"):
     """Run sampler ``name`` and read the order of each step off the diffusers update it called."""
     import diffusers as df
     calls = []
@@ -231,7 +231,7 @@ def _orders_at(name, S, spacing="trailing"):
     mp.setattr(df.UniPCMultistepScheduler, "multistep_uni_p_bh_update",
                lambda self, *a, **k: calls.append(k["order"]) or real_p(self, *a, **k))
     try:
-        out = run_sampler(name, GaussianEps(ALPHAS), _x_T(2), ALPHAS, S, spacing=spacing)
+        out = run_sampler(name, GaussianEps(ALPHAS), _x_T(2), ALPHAS, S, skip=skip)
     finally:
         mp.undo()
     return calls, out
@@ -267,7 +267,7 @@ def test_diffusers_own_rule_switches_at_15_steps_and_ours_does_not():
                        lambda self, *a, **k: orders.append(self.step_index) or real(self, *a, **k))
             theirs = A._run(setup.scheduler, GaussianEps(ALPHAS), x)
         assert (S - 2 in orders) == (own_second_to_last == 3)
-        ours = run_sampler("dpmpp_3m", GaussianEps(ALPHAS), x, ALPHAS, S, spacing="uniform")
+        ours = run_sampler("dpmpp_3m", GaussianEps(ALPHAS), x, ALPHAS, S, skip="uniform")
         assert torch.equal(ours, theirs) == (S < 15)
 
 
@@ -275,7 +275,7 @@ def test_effective_config_names_every_switch():
     cfg = effective_config("dpmpp_3m", ALPHAS, 20, "uniform")
     assert cfg["class"] == "DPMSolverMultistepScheduler" and cfg["solver_order"] == 3
     assert cfg["lower_order_final"] is True and cfg["euler_at_final"] is False
-    assert cfg["final_sigmas_type"] == "zero" and cfg["final_sigma"] == 0.0 and cfg["spacing"] == "uniform"
+    assert cfg["final_sigmas_type"] == "zero" and cfg["final_sigma"] == 0.0 and cfg["skip"] == "uniform"
     assert cfg["timesteps"] == list(range(950, -1, -50)) and "trained_betas" not in cfg
     heun = effective_config("heun", ALPHAS, 5, "uniform")
     assert len(heun["timesteps"]) == SAMPLERS["heun"].nfe(5) and heun["timesteps"][-2:] == [0, 0]
@@ -287,11 +287,11 @@ def test_effective_config_names_every_switch():
 
 # ---- the stochastic sampler ------------------------------------------------------------------------
 
-@pytest.mark.parametrize("spacing", ["uniform", "quad", "trailing", "linspace"])
-def test_euler_ancestral_is_our_ddim_at_eta_one_with_the_same_noise(spacing):
+@pytest.mark.parametrize("skip", ["uniform", "quad", "trailing", "linspace"])
+def test_euler_ancestral_is_our_ddim_at_eta_one_with_the_same_noise(skip):
     model, x = TinyNet().double(), _x_T(3, (3, 8, 8))
-    ours = run_sampler("ddim", model, x, ALPHAS, 15, spacing=spacing, eta=1.0, generator=_gens(range(3)))
-    theirs = run_sampler("euler_a", model, x, ALPHAS, 15, spacing=spacing, generator=_gens(range(3)))
+    ours = run_sampler("ddim", model, x, ALPHAS, 15, skip=skip, eta=1.0, generator=_gens(range(3)))
+    theirs = run_sampler("euler_a", model, x, ALPHAS, 15, skip=skip, generator=_gens(range(3)))
     assert _rel(theirs, ours) < 1e-5
 
 
@@ -336,17 +336,17 @@ def test_euler_ancestral_moments_approach_the_data_moments():
 
 @pytest.mark.parametrize("kwargs,words", [
     (dict(name="dpm"), ["dpm", "ddim", "euler_a"]),
-    (dict(name="pndm", spacing="trailing"), ["pndm", "trailing", "uniform"]),
+    (dict(name="pndm", skip="trailing"), ["pndm", "trailing", "uniform"]),
     (dict(name="ddim", steps=0), ["steps", "0"]),
     (dict(name="pndm", steps=3), ["pndm", "4"]),
-    (dict(name="deis", spacing="uniform"), ["deis", "uniform", "trailing"]),
+    (dict(name="deis", skip="uniform"), ["deis", "uniform", "trailing"]),
     (dict(name="heun", eta=0.5), ["heun", "eta"]),
     (dict(name="ddim", generator=_gens(range(3))), ["3", "2"]),
 ])
 def test_bad_arguments_raise_one_clear_line(kwargs, words):
-    args = dict(name="ddim", steps=10, spacing=None, eta=0.0, generator=None) | kwargs
+    args = dict(name="ddim", steps=10, skip=None, eta=0.0, generator=None) | kwargs
     with pytest.raises(ValueError) as err:
-        run_sampler(args["name"], GaussianEps(ALPHAS), _x_T(2), ALPHAS, args["steps"], spacing=args["spacing"],
+        run_sampler(args["name"], GaussianEps(ALPHAS), _x_T(2), ALPHAS, args["steps"], skip=args["skip"],
                     eta=args["eta"], generator=args["generator"])
     msg = str(err.value)
     assert "\n" not in msg and all(w in msg for w in words), msg

@@ -14,7 +14,7 @@ N = 6
 
 
 def overrides(ckpt, results, *extra):
-    # quad spacing at S = 40 repeats τ (ddim makes fewer calls than steps); heun 2S − 1; pndm S + 9
+    # quad skip at S = 40 repeats τ (ddim makes fewer calls than steps); heun 2S − 1; pndm S + 9
     return [f"checkpoint={ckpt}", f"paths.results_dir={results}", f"n_samples={N}", "seeds=[0,1]",
             "grid.samplers=[ddim,heun,pndm]", "grid.steps=[4,40]", "grid.skip=quad", "grid.eta=[0.0]",
             "grid.hat=false", "logger.wandb.mode=disabled", "metrics.bootstrap.replicates=5", "sampler.batch_size=4",

@@ -102,7 +102,7 @@ def cells_from_config(cfg, multirun: bool = False, given: set[str] = frozenset()
             cells += [Cell(S, 1.0, "hat", g.skip, True) for S in g.steps] if g.hat else []
         else:
             spec = get_spec(name)
-            skip = g.skip if g.skip in spec.spacings else spec.default_spacing
+            skip = g.skip if g.skip in spec.skips else spec.default_skip
             cells += [Cell(S, 0.0, "eta", skip, False, name) for S in g.steps]
             if g.get("ddim_at_nfe") and "ddim" in g.samplers:  # DDIM η = 0 at the calls this sampler makes
                 cells += [Cell(spec.nfe(S), 0.0, "eta", g.skip, s.clip_x0) for S in g.steps]
@@ -126,7 +126,7 @@ def check_grid_overrides(cfg, given: set[str], grid_name: str) -> None:
 def single_cell(s, skip_given: bool = False) -> Cell:
     """The one ``sampler.*`` cell; a setting its sampler does not use is refused (it would only change the key).
 
-    A sampler that does not run on ``sampler.skip`` takes its own default spacing (as in a grid), unless the skip
+    A sampler that does not run on ``sampler.skip`` takes its own default skip (as in a grid), unless the skip
     was set on the command line (``skip_given``), which is then refused."""
     from ddim_bench.sampling.samplers import get_spec
     spec = get_spec(s.name)
@@ -137,9 +137,9 @@ def single_cell(s, skip_given: bool = False) -> Cell:
             raise ValueError(f"sampler.{key}={s[key]} is not used by sampler.name={s.name} (it uses {uses}); "
                              f"drop the override")
     skip = s.skip
-    if skip not in spec.spacings:
+    if skip not in spec.skips:
         if skip_given:
-            raise ValueError(f"sampler.skip={skip} is not a spacing of sampler.name={s.name}; choose one of "
-                             f"{', '.join(spec.spacings)}")
-        skip = spec.default_spacing
+            raise ValueError(f"sampler.skip={skip} is not a grid of sampler.name={s.name}; choose one of "
+                             f"{', '.join(spec.skips)}")
+        skip = spec.default_skip
     return Cell(s.steps, s.eta, s.variance, skip, s.clip_x0, s.name)

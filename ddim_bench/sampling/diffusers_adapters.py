@@ -4,8 +4,8 @@ Every adapter has one signature, ``(model, x_T, alphas_cumprod, steps, generator
 and one loop (``_run``): ask the scheduler for the model input, call ``model(x, t)`` at an integer t, step.
 Each scheduler is built from the checkpoint's own ᾱ (``trained_betas``), T = len(ᾱ), ε-prediction.
 
-Grids.  ``spacing`` names our grids (``ddim.timesteps``).  An adapter accepts a spacing only where the
-model is evaluated exactly on ``timesteps(T, S, spacing)`` (repeated τ dropped): DPM-Solver++, Euler and
+Grids.  ``skip`` names our grids (``ddim.timesteps``).  An adapter accepts a skip only where the
+model is evaluated exactly on ``timesteps(T, S, skip)`` (repeated τ dropped): DPM-Solver++, Euler and
 Heun take the grid as custom ``timesteps``, UniPC and Euler-a get it the same way by hand (``_set_grid``);
 DDIM, PNDM and DEIS build their own grid from ``timestep_spacing`` and we check it equals ours
 (``_check_grid``).  PNDM's and diffusers-DDIM's steps assume the fixed stride T // S, and DEIS cannot end
@@ -33,7 +33,7 @@ import torch
 from ddim_bench.sampling.ddim import timesteps as ddim_timesteps
 from ddim_bench.sampling.noise import SampleNoise, sample_key
 
-# our spacing name -> diffusers' timestep_spacing, where the two grids coincide ("uniform" is "leading")
+# our skip name -> diffusers' timestep_spacing, where the two grids coincide ("uniform" is "leading")
 DIFFUSERS_SPACING = {"uniform": "leading", "trailing": "trailing", "linspace": "linspace"}
 
 
@@ -49,9 +49,9 @@ def _config(alphas_cumprod: torch.Tensor, **extra) -> dict:
                 prediction_type="epsilon", **extra)
 
 
-def _grid(alphas_cumprod, steps: int, spacing: str) -> list[int]:
-    """Our τ for (T, S, spacing), increasing, with repeated entries dropped (quad repeats τ at large S)."""
-    return sorted(set(ddim_timesteps(len(alphas_cumprod), steps, spacing)))
+def _grid(alphas_cumprod, steps: int, skip: str) -> list[int]:
+    """Our τ for (T, S, skip), increasing, with repeated entries dropped (quad repeats τ at large S)."""
+    return sorted(set(ddim_timesteps(len(alphas_cumprod), steps, skip)))
 
 
 def _check_grid(scheduler_timesteps, expected: list[int], who: str) -> None:
@@ -124,7 +124,7 @@ def _sigma_scale(alphas_cumprod, first_t: int) -> float:
 class Setup:
     """A scheduler configured for one run: what ``_run`` needs, and what :func:`effective_config` records."""
     scheduler: object
-    spacing: str
+    skip: str
     custom_grid: bool  # True: our τ were put on the scheduler (its ``timestep_spacing`` is unused)
     x_scale: float = 1.0
     orders: list[int] | None = None  # per-step orders of a multistep scheduler (``step_orders``)
@@ -132,23 +132,23 @@ class Setup:
 
 # ---- VP-space schedulers -------------------------------------------------------------------------
 
-def _ddim_setup(alphas_cumprod, steps, spacing="uniform", clip_x0=False) -> Setup:
+def _ddim_setup(alphas_cumprod, steps, skip="uniform", clip_x0=False) -> Setup:
     from diffusers import DDIMScheduler
 
     sched = DDIMScheduler(**_config(alphas_cumprod, clip_sample=clip_x0, set_alpha_to_one=True,
-                                    timestep_spacing=DIFFUSERS_SPACING[spacing]))
+                                    timestep_spacing=DIFFUSERS_SPACING[skip]))
     sched.set_timesteps(steps)
-    _check_grid(sched.timesteps, _grid(alphas_cumprod, steps, spacing), "ddim_diffusers")
-    return Setup(sched, spacing, custom_grid=False)
+    _check_grid(sched.timesteps, _grid(alphas_cumprod, steps, skip), "ddim_diffusers")
+    return Setup(sched, skip, custom_grid=False)
 
 
-def ddim_diffusers(model, x_T, alphas_cumprod, steps, generator, *, spacing="uniform", eta=0.0, clip_x0=False):
+def ddim_diffusers(model, x_T, alphas_cumprod, steps, generator, *, skip="uniform", eta=0.0, clip_x0=False):
     """diffusers' DDIMScheduler; α at "t = −1" is 1 (``set_alpha_to_one``), as in ours.
 
     Its ``step`` takes the previous timestep as t − T // S, which is right only for "uniform" ("leading");
     on "linspace"/"trailing" grids it reads the wrong ᾱ (diffusers issues #12633, #11347).
     """
-    sched = _ddim_setup(alphas_cumprod, steps, spacing, clip_x0).scheduler
+    sched = _ddim_setup(alphas_cumprod, steps, skip, clip_x0).scheduler
     if eta == 0:
         return _run(sched, model, x_T)
     if isinstance(generator, SampleNoise):  # the z ours draws: counter t at timestep t
@@ -158,7 +158,7 @@ def ddim_diffusers(model, x_T, alphas_cumprod, steps, generator, *, spacing="uni
     return _run(sched, model, x_T, step_kwargs=lambda t: {"eta": eta, "generator": gen})
 
 
-def _pndm_setup(alphas_cumprod, steps, spacing="uniform", *, skip_prk_steps: bool) -> Setup:
+def _pndm_setup(alphas_cumprod, steps, skip="uniform", *, skip_prk_steps: bool) -> Setup:
     from diffusers import PNDMScheduler
 
     sched = PNDMScheduler(**_config(alphas_cumprod, skip_prk_steps=skip_prk_steps, set_alpha_to_one=True,
@@ -171,106 +171,106 @@ def _pndm_setup(alphas_cumprod, steps, spacing="uniform", *, skip_prk_steps: boo
     return Setup(sched, "uniform", custom_grid=False)
 
 
-def pndm(model, x_T, alphas_cumprod, steps, generator, *, spacing="uniform"):
+def pndm(model, x_T, alphas_cumprod, steps, generator, *, skip="uniform"):
     """F-PNDM (Liu et al. 2022): 3 Runge-Kutta warm-up steps (4 calls each), then 4th-order linear multistep."""
     return _run(_pndm_setup(alphas_cumprod, steps, skip_prk_steps=False).scheduler, model, x_T)
 
 
-def plms(model, x_T, alphas_cumprod, steps, generator, *, spacing="uniform"):
+def plms(model, x_T, alphas_cumprod, steps, generator, *, skip="uniform"):
     """PLMS as in latent diffusion: PNDM with the Runge-Kutta warm-up replaced by one 2nd-order step."""
     return _run(_pndm_setup(alphas_cumprod, steps, skip_prk_steps=True).scheduler, model, x_T)
 
 
-def _dpmpp_setup(alphas_cumprod, steps, spacing="trailing", *, order: int) -> Setup:
+def _dpmpp_setup(alphas_cumprod, steps, skip="trailing", *, order: int) -> Setup:
     from diffusers import DPMSolverMultistepScheduler
 
     sched = DPMSolverMultistepScheduler(**_config(alphas_cumprod, algorithm_type="dpmsolver++", solver_order=order,
                                                   final_sigmas_type="zero"))
-    grid = _grid(alphas_cumprod, steps, spacing)
+    grid = _grid(alphas_cumprod, steps, skip)
     sched.set_timesteps(timesteps=grid[::-1])
-    return Setup(sched, spacing, custom_grid=True, orders=step_orders(len(grid), order))
+    return Setup(sched, skip, custom_grid=True, orders=step_orders(len(grid), order))
 
 
-def dpmpp_2m(model, x_T, alphas_cumprod, steps, generator, *, spacing="trailing"):
+def dpmpp_2m(model, x_T, alphas_cumprod, steps, generator, *, skip="trailing"):
     """DPM-Solver++(2M) (Lu et al. 2022), data prediction, ending at σ = 0; step orders ``step_orders``."""
-    return _run_setup(_dpmpp_setup(alphas_cumprod, steps, spacing, order=2), model, x_T)
+    return _run_setup(_dpmpp_setup(alphas_cumprod, steps, skip, order=2), model, x_T)
 
 
-def dpmpp_3m(model, x_T, alphas_cumprod, steps, generator, *, spacing="trailing"):
+def dpmpp_3m(model, x_T, alphas_cumprod, steps, generator, *, skip="trailing"):
     """DPM-Solver++(3M); the last two steps are of order 2 and 1 at every S (``step_orders``)."""
-    return _run_setup(_dpmpp_setup(alphas_cumprod, steps, spacing, order=3), model, x_T)
+    return _run_setup(_dpmpp_setup(alphas_cumprod, steps, skip, order=3), model, x_T)
 
 
-def _unipc_setup(alphas_cumprod, steps, spacing="trailing") -> Setup:
+def _unipc_setup(alphas_cumprod, steps, skip="trailing") -> Setup:
     from diffusers import UniPCMultistepScheduler
 
     sched = UniPCMultistepScheduler(**_config(alphas_cumprod, solver_order=2, final_sigmas_type="zero"))
-    grid = _grid(alphas_cumprod, steps, spacing)
+    grid = _grid(alphas_cumprod, steps, skip)
     _set_grid(sched, alphas_cumprod, grid)
-    return Setup(sched, spacing, custom_grid=True, orders=step_orders(len(grid), 2))
+    return Setup(sched, skip, custom_grid=True, orders=step_orders(len(grid), 2))
 
 
-def unipc(model, x_T, alphas_cumprod, steps, generator, *, spacing="trailing"):
+def unipc(model, x_T, alphas_cumprod, steps, generator, *, skip="trailing"):
     """UniPC (Zhao et al. 2023): B(h) = bh2, order 2, data prediction, ending at σ = 0."""
-    return _run_setup(_unipc_setup(alphas_cumprod, steps, spacing), model, x_T)
+    return _run_setup(_unipc_setup(alphas_cumprod, steps, skip), model, x_T)
 
 
-def _deis_setup(alphas_cumprod, steps, spacing="trailing") -> Setup:
+def _deis_setup(alphas_cumprod, steps, skip="trailing") -> Setup:
     from diffusers import DEISMultistepScheduler
 
     sched = DEISMultistepScheduler(**_config(alphas_cumprod, solver_order=2,
-                                             timestep_spacing=DIFFUSERS_SPACING[spacing]))
+                                             timestep_spacing=DIFFUSERS_SPACING[skip]))
     sched.set_timesteps(steps)
-    _check_grid(sched.timesteps, _grid(alphas_cumprod, steps, spacing), "deis")
-    return Setup(sched, spacing, custom_grid=False, orders=step_orders(len(sched.timesteps), 2))
+    _check_grid(sched.timesteps, _grid(alphas_cumprod, steps, skip), "deis")
+    return Setup(sched, skip, custom_grid=False, orders=step_orders(len(sched.timesteps), 2))
 
 
-def deis(model, x_T, alphas_cumprod, steps, generator, *, spacing="trailing"):
+def deis(model, x_T, alphas_cumprod, steps, generator, *, skip="trailing"):
     """DEIS (Zhang & Chen 2023), log-ρ, order 2.  Ends at the noise level of t = 0 (ᾱ_0 < 1), not at σ = 0."""
-    return _run_setup(_deis_setup(alphas_cumprod, steps, spacing), model, x_T)
+    return _run_setup(_deis_setup(alphas_cumprod, steps, skip), model, x_T)
 
 
 # ---- σ-space (Karras) schedulers -----------------------------------------------------------------
 
-def _euler_setup(alphas_cumprod, steps, spacing="trailing") -> Setup:
+def _euler_setup(alphas_cumprod, steps, skip="trailing") -> Setup:
     from diffusers import EulerDiscreteScheduler
 
-    grid = _grid(alphas_cumprod, steps, spacing)
+    grid = _grid(alphas_cumprod, steps, skip)
     sched = EulerDiscreteScheduler(**_config(alphas_cumprod, final_sigmas_type="zero"))
     sched.set_timesteps(timesteps=grid[::-1])
-    return Setup(sched, spacing, custom_grid=True, x_scale=_sigma_scale(alphas_cumprod, grid[-1]))
+    return Setup(sched, skip, custom_grid=True, x_scale=_sigma_scale(alphas_cumprod, grid[-1]))
 
 
-def euler(model, x_T, alphas_cumprod, steps, generator, *, spacing="trailing"):
+def euler(model, x_T, alphas_cumprod, steps, generator, *, skip="trailing"):
     """Euler on the probability-flow ODE in σ = √((1−ᾱ)/ᾱ) (Karras et al. 2022, Alg. 1 without churn).
     On the same grid this is our DDIM at η = 0: DDIM is Euler's method for x/√ᾱ against σ."""
-    return _run_setup(_euler_setup(alphas_cumprod, steps, spacing), model, x_T)
+    return _run_setup(_euler_setup(alphas_cumprod, steps, skip), model, x_T)
 
 
-def _heun_setup(alphas_cumprod, steps, spacing="trailing") -> Setup:
+def _heun_setup(alphas_cumprod, steps, skip="trailing") -> Setup:
     from diffusers import HeunDiscreteScheduler
 
-    grid = _grid(alphas_cumprod, steps, spacing)
+    grid = _grid(alphas_cumprod, steps, skip)
     sched = HeunDiscreteScheduler(**_config(alphas_cumprod))
     sched.set_timesteps(timesteps=grid[::-1])
-    return Setup(sched, spacing, custom_grid=True, x_scale=_sigma_scale(alphas_cumprod, grid[-1]))
+    return Setup(sched, skip, custom_grid=True, x_scale=_sigma_scale(alphas_cumprod, grid[-1]))
 
 
-def heun(model, x_T, alphas_cumprod, steps, generator, *, spacing="trailing"):
+def heun(model, x_T, alphas_cumprod, steps, generator, *, skip="trailing"):
     """Heun's 2nd-order method in σ; the last step (to σ = 0) is an Euler step, hence 2S − 1 calls."""
-    return _run_setup(_heun_setup(alphas_cumprod, steps, spacing), model, x_T)
+    return _run_setup(_heun_setup(alphas_cumprod, steps, skip), model, x_T)
 
 
-def _euler_a_setup(alphas_cumprod, steps, spacing="trailing") -> Setup:
+def _euler_a_setup(alphas_cumprod, steps, skip="trailing") -> Setup:
     from diffusers import EulerAncestralDiscreteScheduler
 
-    grid = _grid(alphas_cumprod, steps, spacing)
+    grid = _grid(alphas_cumprod, steps, skip)
     sched = EulerAncestralDiscreteScheduler(**_config(alphas_cumprod))
     _set_grid(sched, alphas_cumprod, grid)
-    return Setup(sched, spacing, custom_grid=True, x_scale=_sigma_scale(alphas_cumprod, grid[-1]))
+    return Setup(sched, skip, custom_grid=True, x_scale=_sigma_scale(alphas_cumprod, grid[-1]))
 
 
-def euler_a(model, x_T, alphas_cumprod, steps, generator, *, spacing="trailing"):
+def euler_a(model, x_T, alphas_cumprod, steps, generator, *, skip="trailing"):
     """Ancestral Euler (k-diffusion's euler_ancestral, η = 1); on the same grid and noise it is our DDIM at
     η = 1 (σ_up, σ_down give the same coefficients).  ``generator`` may be a list, one per row: diffusers'
     ``randn_tensor`` then draws row i from generator i alone, so a sample does not depend on batch size
@@ -278,7 +278,7 @@ def euler_a(model, x_T, alphas_cumprod, steps, generator, *, spacing="trailing")
     gen = _row_generators(generator, x_T)
     if isinstance(gen, list) and len(gen) != x_T.shape[0]:
         raise ValueError(f"generator list has {len(gen)} entries for a batch of {x_T.shape[0]}")
-    setup = _euler_a_setup(alphas_cumprod, steps, spacing)
+    setup = _euler_a_setup(alphas_cumprod, steps, skip)
     return _run_setup(setup, model, x_T, step_kwargs=lambda t: {"generator": gen})
 
 
@@ -302,18 +302,18 @@ def _plain(v):
     return list(v) if isinstance(v, tuple) else v
 
 
-def effective_config(name: str, alphas_cumprod, steps: int, spacing: str, **options) -> dict:
-    """What sampler ``name`` runs at S = ``steps`` on ``spacing``: the scheduler's class and every setting of
-    its config (order, ``lower_order_final``, ``final_sigmas_type``, ``euler_at_final``, …), our spacing, the
+def effective_config(name: str, alphas_cumprod, steps: int, skip: str, **options) -> dict:
+    """What sampler ``name`` runs at S = ``steps`` on ``skip``: the scheduler's class and every setting of
+    its config (order, ``lower_order_final``, ``final_sigmas_type``, ``euler_at_final``, …), our skip, the
     timesteps at which the model is called, in order (one call each: NFE = their number), the per-step orders of
     a multistep scheduler, the last σ it steps to, and diffusers' version.  Built by the same setup as the run."""
     import diffusers
 
-    setup = SETUPS[name](alphas_cumprod, steps, spacing, **options)
+    setup = SETUPS[name](alphas_cumprod, steps, skip, **options)
     sched = setup.scheduler
     drop = _NOT_RUN_SETTINGS + (("timestep_spacing", "steps_offset") if setup.custom_grid else ())
     out = {"class": type(sched).__name__, **{k: _plain(v) for k, v in sched.config.items() if k not in drop},
-           "spacing": setup.spacing, "timesteps": [_int_t(t) for t in sched.timesteps], "orders": setup.orders}
+           "skip": setup.skip, "timesteps": [_int_t(t) for t in sched.timesteps], "orders": setup.orders}
     sigmas = getattr(sched, "sigmas", None)
     if sigmas is not None:
         out["final_sigma"] = float(sigmas[-1])

@@ -42,7 +42,7 @@ def generate(model, alphas, cell: Cell, indices, shape, seed: int, batch_size: i
             taus = ddim.timesteps(alphas.numel(), cell.steps, cell.skip)
             return ddim.sample(counter, noise.initial(), alphas, taus, eta=cell.eta, variance=cell.variance,
                                clip_x0=cell.clip_x0, generator=noise if stochastic else None)
-        return run_sampler(cell.sampler, counter, noise.initial(), alphas, cell.steps, spacing=cell.skip,
+        return run_sampler(cell.sampler, counter, noise.initial(), alphas, cell.steps, skip=cell.skip,
                            eta=cell.eta, clip_x0=cell.clip_x0, generator=noise if stochastic else None)
 
     if indices:  # warm-up batch, not timed
