@@ -69,7 +69,7 @@ class Grid:
     ddim_at_nfe: bool = False  # also DDIM η = 0 at each other sampler's NFE, for the paired comparison
 
 
-CLAIM_METRICS = ("fid", "kid_mean", "is_mean", "precision", "recall")
+from ddim_bench.metric_table import COMPARABLE as CLAIM_METRICS  # noqa: E402  (the claimable metric keys)
 
 
 @dataclass
@@ -148,6 +148,7 @@ class Metrics:
     kid_subsets: int = spec(100, min=1)
     isc_splits: int = spec(10, min=1)
     batch_size: int = spec(256, min=1)
+    rng_seed: int = spec(2020, min=0, help="torch-fidelity's seed for KID's subsets and IS's shuffle (its default)")
     keep_features: bool = True
     bootstrap: Bootstrap = field(default_factory=Bootstrap)
 

@@ -42,7 +42,7 @@ def weights(tmp_path_factory):
 
 
 def cfg_for(path, cache_dir, **over):
-    cfg = OmegaConf.merge(OmegaConf.load(CONF / "dinov2.yaml"), {"paths": {"cache_dir": str(cache_dir)}})
+    cfg = OmegaConf.load(CONF / "dinov2.yaml")
     cfg.weights_path = str(path)
     cfg.bootstrap.replicates = 0
     for k, v in over.items():

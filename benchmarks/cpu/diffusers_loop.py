@@ -63,7 +63,7 @@ def rows(opts: Opts) -> list[Row]:
     model, x_T = tiny_unet(), noise(batch)
     alphas, taus = ddim.alphas_cumprod(**SCHEDULE), ddim.timesteps(1000, steps)
     sched = diffusers_scheduler(alphas, steps)
-    assert sorted(sched.timesteps.tolist()) == taus, "diffusers' "leading" grid differs from uniform"
+    assert sorted(sched.timesteps.tolist()) == taus, "diffusers' 'leading' grid differs from uniform"
     diffs = max_diffs(model, sched, x_T, alphas, taus)
     t = interleaved({"ours": lambda: ddim.sample(model, x_T, alphas, taus),
                      "diffusers": lambda: diffusers_sample(model, sched, x_T)}, repeats)

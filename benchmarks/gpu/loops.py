@@ -21,7 +21,7 @@ def diffusers_rows(run, budget: Budget, labels: list[str], models: dict) -> dict
     sched = diffusers_scheduler(run.alphas, steps)
     taus = ddim.timesteps(1000, steps)
     if sorted(sched.timesteps.tolist()) != taus:
-        return {**table(title, COLUMNS, []), "lines": ["skipped: diffusers' "leading" grid differs from ours"]}
+        return {**table(title, COLUMNS, []), "lines": ["skipped: diffusers' 'leading' grid differs from ours"]}
     for label in dict.fromkeys(labels):
         model = models.get(label)
         if model is None:

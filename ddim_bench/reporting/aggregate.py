@@ -8,12 +8,12 @@ from __future__ import annotations
 import math
 import statistics
 
+from ddim_bench.metric_table import BY_KEY, BY_SHORT
 from ddim_bench.sampling.cell import Cell
 
-METRICS = ("fid", "fid_inf", "is_mean", "kid_mean", "precision", "recall", "consistency_mse")
+METRICS = (*BY_KEY, "consistency_mse")
 COSTS = ("sec_per_image", "images_per_sec", "nfe", "nfe_predicted", "flops_per_image", "peak_mem_mb")
-INTERVAL = {"fid": "fid", "fid_inf": "fid_inf", "is_mean": "is", "kid_mean": "kid", "precision": "precision",
-            "recall": "recall"}
+INTERVAL = {m.key: m.short for m in BY_KEY.values()}  # metric → the prefix of its interval's keys
 
 
 def by_cell(records: list[dict]) -> dict[Cell, list[dict]]:
@@ -60,7 +60,7 @@ def combined_interval(mean: float, recs: list[dict], name: str) -> tuple[float, 
     the ends stay in the metric's support."""
     from ddim_bench.scoring.subsets import combine_se, degrees_of_freedom
     from ddim_bench.scoring.uncertainty import clip_to_support
-    metric = {"kid": "kid_mean", "is": "is_mean", "fid_inf": "fid"}.get(name, name)
+    metric = BY_SHORT[name].key
     if len(recs) == 1:
         return clip_to_support(metric, recs[0][f"{name}_lo"], recs[0][f"{name}_hi"])
     blocks = []

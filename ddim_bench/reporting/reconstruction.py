@@ -9,10 +9,10 @@ import os
 from ddim_bench import paper
 from ddim_bench.io import atomic_write
 from ddim_bench.reporting.figures import save_figure
+from ddim_bench.results.record import RECONSTRUCTION_COLUMNS
 
-RECORD_COLUMNS = ["steps", "mse", "mse_std", "mse_min", "mse_max", "mse_unclamped", "n_images", "split",
-                  "skip", "nfe", "encode_seconds", "decode_seconds", "weights", "dataset", "paper_cifar10_mse",
-                  "key"]
+# the record's columns, and the paper's CIFAR-10 MSE at the same S beside ours
+RECORD_COLUMNS = [*RECONSTRUCTION_COLUMNS[:-1], "paper_cifar10_mse", RECONSTRUCTION_COLUMNS[-1]]
 
 
 def reconstruction_records(results_dir: str) -> list[dict]:

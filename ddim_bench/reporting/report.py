@@ -14,7 +14,7 @@ import sys
 
 from ddim_bench import cli
 from ddim_bench.errors import UserError
-from ddim_bench.results.record import CellRecord
+from ddim_bench.results import record as rec
 from ddim_bench.io import atomic_write
 from ddim_bench.reporting import aggregate, figures, samplers, status, table1
 
@@ -78,8 +78,7 @@ def make_report(results_dir: str, paper_setting: str = "auto", bootstrap=None, c
     out = os.path.join(results_dir, "report")
     os.makedirs(out, exist_ok=True)
     proto = protocol_line(records)
-    paths = {"records_csv": write_csv(os.path.join(out, "results.csv"), CellRecord.columns(),
-                                      [CellRecord.from_dict(r).row() for r in records])}
+    paths = {"records_csv": write_csv(os.path.join(out, "results.csv"), rec.columns(), [rec.row(r) for r in records])}
     rows, parts = [], [setup_part(label, recs, results, bootstrap, paper_setting, proto, out,
                                   mine if i == 0 else ([], []), len(groups) > 1, paths)
                        for i, (label, recs) in enumerate(groups.items())]

@@ -14,12 +14,12 @@ import os
 from omegaconf import OmegaConf
 
 from ddim_bench.errors import UserError
+from ddim_bench.metric_table import FAMILY
 from ddim_bench.scoring.uncertainty import verdict
 from ddim_bench.reporting.claims import paired_delta, power_fields
 from ddim_bench.sampling.cell import Cell
 
 STORED = "claims.json"
-FAMILY = {"fid": "fid", "kid_mean": "kid", "is_mean": "isc", "precision": "prc", "recall": "prc"}
 
 
 def plain(claims) -> list[dict]:

@@ -1,16 +1,17 @@
-"""What a sweep stores per (cell, seed block): the key fields, and ``CellRecord``, which owns the column list.
+"""What a sweep stores per (cell, seed block) and a reconstruction per S: the key fields, the builders, the columns.
 
-A record is a JSON object on disk (see :mod:`ddim_bench.results.store`); ``CellRecord`` is its typed view:
-the report's CSV, the W&B table and the console all take their columns from ``CellRecord.columns()``.
+A record is a JSON object on disk (see :mod:`ddim_bench.results.store`), built here only: :func:`cell_record`
+(with :func:`measured_fields`) for a sweep's cell, :func:`reconstruction_record` for Table 2.  The report's
+CSVs, the W&B tables and summaries take their columns from :func:`columns` / :data:`RECONSTRUCTION_COLUMNS`.
 """
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
-from dataclasses import dataclass, field
-from typing import Any, Optional
+import time
+from typing import Any
 
+from ddim_bench import metric_table
 from ddim_bench.sampling.cell import Cell
 
 # Bump when the generated numbers of every cell change for the same settings (e.g. a new noise scheme).
@@ -39,67 +40,27 @@ def key_fields(cell: Cell, seed: int, *, n_samples: int, checkpoint_sha256: str,
             "record_version": RECORD_VERSION}
 
 
-@dataclass
-class CellRecord:
-    key: str
-    sweep: str
-    sampler: str
-    steps: int
-    eta: float
-    variance: str
-    skip: str
-    seed: int
-    n_samples: int
-    fid: float
-    fid_lo: Optional[float] = None
-    fid_hi: Optional[float] = None
-    fid_inf: Optional[float] = None     # FD∞ (Chong & Forsyth 2020) with its interval; absent in older records
-    fid_inf_lo: Optional[float] = None
-    fid_inf_hi: Optional[float] = None
-    is_mean: Optional[float] = None
-    is_lo: Optional[float] = None
-    is_hi: Optional[float] = None
-    kid_mean: Optional[float] = None
-    kid_lo: Optional[float] = None
-    kid_hi: Optional[float] = None
-    precision: Optional[float] = None
-    precision_lo: Optional[float] = None
-    precision_hi: Optional[float] = None
-    recall: Optional[float] = None
-    recall_lo: Optional[float] = None
-    recall_hi: Optional[float] = None
-    consistency_mse: Optional[float] = None
-    sec_per_image: Optional[float] = None
-    images_per_sec: Optional[float] = None
-    nfe: Optional[int] = None
-    nfe_predicted: Optional[int] = None
-    flops_per_image: Optional[float] = None
-    peak_mem_mb: Optional[float] = None
-    seconds: Optional[float] = None
-    world_size: Optional[int] = None
-    weights: Optional[str] = None
-    extractor: Optional[str] = None
-    reference: Optional[str] = None
-    clip_x0: bool = False
-    extra: dict = field(default_factory=dict, repr=False)
+# A cell record's columns, in order (the report's results.csv, W&B's records table and cell summaries): its
+# settings, every metric of the metric table with its interval and SE, what the cell cost, where it came from.
+SETTINGS = ("key", "sweep", "sampler", "steps", "eta", "variance", "skip", "seed", "n_samples")
+COSTS = ("sec_per_image", "images_per_sec", "nfe", "nfe_predicted", "flops_per_image", "peak_mem_mb", "seconds")
+PROVENANCE = ("world_size", "weights", "extractor", "reference", "clip_x0")
+DEFAULTS = {"sampler": "ddim", "clip_x0": False}  # absent from records older than the field
 
-    @classmethod
-    def columns(cls) -> list[str]:
-        return [f.name for f in dataclasses.fields(cls) if f.name != "extra"]
 
-    @classmethod
-    def from_dict(cls, rec: dict) -> "CellRecord":
-        names = set(cls.columns())
-        known = {k: v for k, v in rec.items() if k in names}
-        known.setdefault("sampler", "ddim")
-        return cls(**known, extra={k: v for k, v in rec.items() if k not in names})
+def columns() -> list[str]:
+    return [*SETTINGS, *metric_table.record_columns(se=True), "consistency_mse", *COSTS, *PROVENANCE]
 
-    @property
-    def cell(self) -> Cell:
-        return Cell(self.steps, self.eta, self.variance, self.skip, self.clip_x0, self.sampler)
 
-    def row(self) -> list[Any]:
-        return [getattr(self, c) for c in self.columns()]
+def row(record: dict) -> list[Any]:
+    """The record's values in :func:`columns` order (None where it has none)."""
+    return [record.get(c, DEFAULTS.get(c)) for c in columns()]
+
+
+def summary(record: dict) -> dict:
+    """What a cell's W&B run shows as its numbers: the metrics with their intervals, and the costs."""
+    keys = [*metric_table.record_columns(se=True), *COSTS]
+    return {k: record[k] for k in keys if record.get(k) is not None}
 
 
 def measured_fields(scores: dict, intervals: dict, *, n_samples: int, n_scored: int, seconds: float, nfe: int,
@@ -119,8 +80,27 @@ def cell_record(key_fields: dict, key: str, measured: dict, *, sweep: str, sampl
                 feature_layers: dict) -> dict:
     """The record a sweep stores for one (cell, seed block): its key fields, its measured part
     (:func:`measured_fields`) and where it came from."""
-    import time
     return {**key_fields, **measured, "scheduler": scheduler, "key": key, "sweep": sweep, "sampler": sampler,
             "checkpoint": checkpoint, "reference_split": reference_split, "reference_n": reference_n,
             "protocol": protocol, "reference_file": reference_file, "feature_layers": dict(feature_layers),
             "created": time.strftime("%Y-%m-%dT%H:%M:%S")}
+
+
+RECONSTRUCTION_COLUMNS = ("steps", "mse", "mse_std", "mse_min", "mse_max", "mse_unclamped", "n_images", "split",
+                          "skip", "nfe", "encode_seconds", "decode_seconds", "weights", "dataset", "key")
+
+
+def reconstruction_fields(*, steps: int, skip: str, n_images: int, split: str, data: str, checkpoint_sha256: str,
+                          weights: str, schedule: dict) -> dict:
+    """Everything that determines a reconstruction record's numbers (not batch size or device)."""
+    return {"task": "reconstruction", "steps": steps, "skip": skip, "n_images": n_images, "split": split,
+            "data": data, "checkpoint_sha256": checkpoint_sha256, "weights": weights, "schedule": schedule}
+
+
+def reconstruction_record(fields: dict, key: str, errors: dict, *, strip: str, nfe: int, encode_seconds: float,
+                          decode_seconds: float, device: str, sweep: str, checkpoint: dict, dataset: str) -> dict:
+    """The record of one S of Table 2: its key fields, the errors (``inversion.reconstruction_errors``: mse,
+    mse_std/min/max, mse_unclamped, mse_per_image), what it cost and where it came from."""
+    return {**fields, **errors, "key": key, "strip": strip, "nfe": nfe, "encode_seconds": encode_seconds,
+            "decode_seconds": decode_seconds, "device": device, "sweep": sweep, "checkpoint": checkpoint,
+            "dataset": dataset, "created": time.strftime("%Y-%m-%dT%H:%M:%S")}

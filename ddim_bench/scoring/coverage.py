@@ -22,7 +22,7 @@ from ddim_bench.scoring import subsets as S
 from ddim_bench.scoring import uncertainty as U
 
 LAYERS = {"fid": "f", "kid": "f", "prc": "f"}
-KEYS = {"fid": ("fid",), "kid": ("kid_mean",), "prc": ("precision", "recall")}
+KEYS = {f: U.METRIC_KEYS[f] for f in LAYERS}  # the families simulated here (IS needs class logits)
 
 
 @dataclass

@@ -108,21 +108,6 @@ def fid_draws(x: torch.Tensor, y: torch.Tensor, idx: torch.Tensor, chunk_bytes: 
     return torch.cat(out)
 
 
-_LAST_REFERENCE: list = []  # the last reference's (key, moments): FID of many subset levels reuses √Σ_ref
-
-
-def reference_moments(y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(μ_ref, Σ_ref, Σ_ref^{1/2}) of the reference features, kept for the same tensor's next call."""
-    key = (id(y), y.data_ptr(), tuple(y.shape), y.device)
-    if _LAST_REFERENCE and _LAST_REFERENCE[0][0] == key and _LAST_REFERENCE[0][1] is y:
-        return _LAST_REFERENCE[0][2]
-    d = y.shape[1]
-    sigma_r = torch.cov(y.T, correction=1).reshape(d, d)
-    stats = (y.mean(0), sigma_r, psd_sqrt(sigma_r))
-    _LAST_REFERENCE[:] = [(key, y, stats)]
-    return stats
-
-
 def _fid_subsets(xc, z, sq, idx, offset, tr_r, chunk_bytes):
     """FID of subsets without repeats (rows of ``idx`` distinct): the subset's rows are gathered, and the
     eigenvalues of A Σ_g A come from the smaller of its d × d covariance and its K × K Gram matrix (the same

@@ -90,21 +90,32 @@ def _file_hash(path: str) -> str:
     return h.hexdigest()[:10]
 
 
+def typed(metrics_cfg):
+    """The ``metrics`` config with the schema's defaults and types (:class:`ddim_bench.schema.Metrics`): the
+    scorer keeps no defaults of its own.  Interpolations are resolved first (``${paths.cache_dir}``); keys the
+    schema does not know are the apps' validation's to refuse, and are not read here."""
+    from dataclasses import fields
+    from omegaconf import DictConfig, OmegaConf
+    from ddim_bench.schema import Metrics
+    if isinstance(metrics_cfg, DictConfig):
+        metrics_cfg = OmegaConf.to_container(metrics_cfg, resolve=True)
+    known = {f.name for f in fields(Metrics)}
+    return OmegaConf.merge(OmegaConf.structured(Metrics), {k: v for k, v in metrics_cfg.items() if k in known})
+
+
 class Scorer:
     """FID / IS / KID with one torch-fidelity feature extractor chosen by the ``metrics`` config."""
 
     def __init__(self, metrics_cfg, cache_dir: str, device="cpu"):
-        self.cfg = metrics_cfg
+        self.cfg = metrics_cfg = typed(metrics_cfg)
         self.cache_dir = str(cache_dir)
         self.device = torch.device(device)
         self.name = extractor_name(metrics_cfg)
-        self.enabled = {m: bool(metrics_cfg.get(m, True)) for m in ("fid", "isc", "kid")}
-        self.prc = bool(metrics_cfg.get("prc", False))  # precision/recall: computed with the bootstrap intervals
-        self.batch_size = int(metrics_cfg.get("batch_size", 64))
-        self.kid_subset_size = int(metrics_cfg.get("kid_subset_size", 1000))
-        self.kid_subsets = int(metrics_cfg.get("kid_subsets", 100))
-        self.isc_splits = int(metrics_cfg.get("isc_splits", 10))
-        self.rng_seed = int(metrics_cfg.get("rng_seed", 2020))
+        self.enabled = {m: bool(metrics_cfg[m]) for m in ("fid", "isc", "kid")}
+        self.prc = bool(metrics_cfg.prc)  # precision/recall: computed with the intervals
+        self.batch_size = metrics_cfg.batch_size
+        self.kid_subset_size, self.kid_subsets = metrics_cfg.kid_subset_size, metrics_cfg.kid_subsets
+        self.isc_splits, self.rng_seed = metrics_cfg.isc_splits, metrics_cfg.rng_seed
         cls = FEATURE_EXTRACTORS_REGISTRY[self.name]
         self.layers = {}
         for m in ("fid", "isc", "kid"):

@@ -36,19 +36,14 @@ from dataclasses import dataclass, field
 
 import torch
 
+from ddim_bench.metric_table import FAMILY, FAMILY_KEYS, SUPPORT
 from ddim_bench.scoring.draws import fid_draws, isc_draws, kid_draws
 from ddim_bench.scoring.prc import prc_draws
 
 __all__ = ["Interval", "METRIC_KEYS", "SUPPORT", "clip_to_support", "resample_indices", "percentile_interval", "bootstrap_metrics",
            "paired_difference", "unpaired_difference", "combine_blocks", "aggregate_blocks", "verdict"]
 
-# Metric family (as in ``metrics=``) → the keys it produces.
-METRIC_KEYS = {"fid": ("fid",), "kid": ("kid_mean",), "isc": ("is_mean",), "prc": ("precision", "recall")}
-FAMILY = {key: fam for fam, keys in METRIC_KEYS.items() for key in keys}
-# The values each metric's estimator can take.  FID is a squared distance (>= 0); IS is exp of a mean KL (>= 1);
-# precision and recall are fractions.  KID's estimator is unbiased and can be negative: no bound.
-SUPPORT = {"fid": (0.0, math.inf), "is_mean": (1.0, math.inf), "precision": (0.0, 1.0), "recall": (0.0, 1.0),
-           "kid_mean": (-math.inf, math.inf)}
+METRIC_KEYS = FAMILY_KEYS  # metric family (as in ``metrics=``) → the keys it produces (see metric_table)
 
 
 def clip_to_support(metric: str, lo: float, hi: float) -> tuple[float, float]:

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import torch
 
 from ddim_bench.dist import Dist, device_name, peak_memory_mb, reset_peak_memory
+from ddim_bench.metric_table import BY_KEY, FAMILIES
 from ddim_bench.results import record
 from ddim_bench.scoring.moments import Moments
 from ddim_bench.sampling.cell import Cell
@@ -136,16 +137,15 @@ def _intervals(ctx: Context, gen: dict) -> dict:
         return {}
     from ddim_bench.scoring.subsets import subset_metrics
     s = ctx.scorer
-    wanted = [m for m, on in (("fid", s.enabled["fid"]), ("kid", s.enabled["kid"]), ("isc", s.enabled["isc"]),
-                              ("prc", s.prc)) if on]
+    wanted = [f for f in FAMILIES if (s.prc if f == "prc" else s.enabled[f])]
     res = subset_metrics(gen, s.reference_features, s.layers, metrics=tuple(wanted),
                          partitions=int(b.get("partitions", 16)), level=float(b.level), seed=int(b.seed),
                          device=ctx.dist.device, kid_subset_size=s.kid_subset_size, kid_subsets=s.kid_subsets,
                          isc_splits=s.isc_splits)
     out = {"ci_level": float(b.level), "ci_method": "subsets", "ci_partitions": int(b.get("partitions", 16))}
     for name, iv in res.items():
-        short = {"kid_mean": "kid", "is_mean": "is"}.get(name, name)
-        out[f"{short}_lo"], out[f"{short}_hi"], out[f"{short}_se"] = iv.lo, iv.hi, iv.se
+        m = BY_KEY[name]
+        out[m.lo], out[m.hi], out[m.se] = iv.lo, iv.hi, iv.se
         if name in ("precision", "recall", "fid_inf"):  # computed here with the intervals
             out[name] = iv.value
     return out

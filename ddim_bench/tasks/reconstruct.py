@@ -6,13 +6,13 @@ from __future__ import annotations
 
 import os
 import sys
-import time
 
 import torch
 from omegaconf import DictConfig
 
 from ddim_bench import config, validation
-from ddim_bench.results.record import cell_key
+from ddim_bench.results.record import (RECONSTRUCTION_COLUMNS, cell_key, reconstruction_fields,
+                                       reconstruction_record)
 from ddim_bench.images import image_grid, save_png, to_uint8_rgb
 from ddim_bench.models import checkpoint
 from ddim_bench.sampling import ddim, inversion
@@ -22,9 +22,8 @@ STRIP_IMAGES = 8
 
 
 def record_fields(cfg, S: int, n: int, data_key: str, info: dict, schedule: dict) -> dict:
-    """Everything that determines a reconstruction record's numbers (not batch size or device)."""
-    return {"task": "reconstruction", "steps": S, "skip": cfg.sampler.skip, "n_images": n, "split": cfg.split,
-            "data": data_key, "checkpoint_sha256": info["sha256"], "weights": info["weights"], "schedule": schedule}
+    return reconstruction_fields(steps=S, skip=cfg.sampler.skip, n_images=n, split=cfg.split, data=data_key,
+                                 checkpoint_sha256=info["sha256"], weights=info["weights"], schedule=schedule)
 
 
 def run(cfg: DictConfig) -> list[dict]:
@@ -48,11 +47,10 @@ def run(cfg: DictConfig) -> list[dict]:
         recs, enc_s, dec_s = inversion.reconstruct(model, images, c["alphas"], taus, cfg.sampler.batch_size,
                                                    c["device"])
         strip = save_strip(images, recs, S, os.path.join(store.root, strip_name(S, cfg.sampler.skip, key)))
-        record = {**fields, **inversion.reconstruction_errors(images, recs), "key": key,
-                  "strip": os.path.basename(strip),
-                  "nfe": ddim.model_calls(taus), "encode_seconds": enc_s, "decode_seconds": dec_s,
-                  "device": str(c["device"]), "sweep": cfg.sweep_name, "checkpoint": c["loaded"].info,
-                  "dataset": dm.name, "created": time.strftime("%Y-%m-%dT%H:%M:%S")}
+        record = reconstruction_record(fields, key, inversion.reconstruction_errors(images, recs),
+                                       strip=os.path.basename(strip), nfe=ddim.model_calls(taus),
+                                       encode_seconds=enc_s, decode_seconds=dec_s, device=str(c["device"]),
+                                       sweep=cfg.sweep_name, checkpoint=c["loaded"].info, dataset=dm.name)
         store.put(key, record)
         say(f"reconstruction S={S}: MSE {record['mse']:.3g} ± {record['mse_std']:.2g} over {len(images)} images, "
             f"encode {enc_s:.2f} s, decode {dec_s:.2f} s")
@@ -82,9 +80,8 @@ def save_strip(images, recs, S: int, path: str) -> str:
 
 def log(cfg, folder: str, records: list[dict]) -> None:
     """One W&B run (job_type ``reconstruction``): MSE against S, the strips and a table of the new records."""
-    from ddim_bench.reporting.reconstruction import RECORD_COLUMNS
     from ddim_bench.tracking import Tracker
-    cols = [c for c in RECORD_COLUMNS if c != "paper_cifar10_mse"]
+    cols = list(RECONSTRUCTION_COLUMNS)
     with Tracker(cfg.logger, job_type="reconstruction", group=cfg.sweep_name, name=f"reconstruction-{cfg.sweep_name}",
                  config={"steps": list(cfg.steps), "n_images": cfg.n_images, "split": cfg.split,
                          "skip": cfg.sampler.skip}, dir=os.path.join(folder, "run")) as tr:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import os
 
-from ddim_bench.results.record import CellRecord
+from ddim_bench.results import record as rec
 from ddim_bench.images import image_grid, save_png
 from ddim_bench.io import atomic_write
 from ddim_bench.sampling.cell import Cell
@@ -17,9 +17,6 @@ from ddim_bench.tracking.tracker import Tracker
 CELL_CONFIG = ("sampler", "steps", "eta", "variance", "skip", "clip_x0", "n_samples", "seed", "extractor",
                "reference", "reference_split", "reference_n", "checkpoint_sha256", "checkpoint", "weights", "key",
                "sweep", "world_size", "protocol", "scheduler")
-CELL_SUMMARY = ("fid", "fid_lo", "fid_hi", "fid_inf", "fid_inf_lo", "fid_inf_hi", "is_mean", "is_lo", "is_hi",
-                "kid_mean", "kid_lo", "kid_hi", "precision", "precision_lo", "precision_hi", "recall", "recall_lo", "recall_hi", "sec_per_image",
-                "images_per_sec", "nfe", "nfe_predicted", "flops_per_image", "peak_mem_mb", "seconds")
 MARKER = "logged"
 
 
@@ -28,7 +25,7 @@ def log_cell(logger_cfg, record: dict, images, results_root: str) -> None:
     cell = Cell.from_record(record)
     folder = os.path.join(results_root, "runs", record["key"])
     name = f"{cell.slug}-seed{record['seed']}"
-    summary = {k: record[k] for k in CELL_SUMMARY if record.get(k) is not None}
+    summary = rec.summary(record)
     with Tracker(logger_cfg, job_type="eval", group=record["sweep"], name=name,
                  config={k: record[k] for k in CELL_CONFIG if k in record}, dir=folder) as tr:
         tr.log(summary)
@@ -66,8 +63,7 @@ def log_report(logger_cfg, sweep_name: str, report: dict, results_root: str, ext
     with Tracker(logger_cfg, job_type="report", group=sweep_name, name=f"report-{sweep_name}",
                  config={"sweep": sweep_name, "cells": len(rows), "records": len(records),
                          "protocol": report.get("protocol", "")}, dir=folder) as tr:
-        cols = CellRecord.columns()
-        tr.table("records", cols, [CellRecord.from_dict(r).row() for r in records])
+        tr.table("records", rec.columns(), [rec.row(r) for r in records])
         agg_cols = [c for c in rows[0] if c not in ("seeds", "keys")]
         tr.table("cells", agg_cols, [[r.get(c) for c in agg_cols] for r in rows])
         for name, table in [("claims", report.get("claims"))] + samplers_tables(report.get("samplers") or {}):
