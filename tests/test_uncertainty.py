@@ -5,7 +5,7 @@ import pytest
 import torch
 import torch.nn as nn
 import torch_fidelity
-from torch_fidelity.feature_extractor_base import FeatureExtractorBase
+from ddim_bench.scoring.extractors.base import NamedFeatures
 from torch_fidelity.metric_fid import fid_features_to_statistics, fid_statistics_to_metric
 from torch_fidelity.metric_isc import isc_features_to_metric
 from torch_fidelity.metric_kid import kid_features_to_metric
@@ -180,8 +180,11 @@ def test_bad_arguments_raise_value_error(ref):
 # End to end: torch_fidelity.calculate_metrics on images, with a tiny extractor registered for the test
 # ---------------------------------------------------------------------------------------------------------------
 
-class TinyRandomExtractor(FeatureExtractorBase):
+class TinyRandomExtractor(NamedFeatures):
     """A fixed random conv net: uint8 [B, 3, 8, 8] → "16" (16-d features) and "logits" (10)."""
+    FEATURES = ("16", "logits")
+    LAYERS = {"isc": "logits", "fid": "16", "kid": "16", "prc": "16"}
+
 
     def __init__(self, name, features_list, **kwargs):
         super().__init__(name, features_list)
@@ -193,27 +196,10 @@ class TinyRandomExtractor(FeatureExtractorBase):
             for p in self.parameters():
                 p.copy_(torch.randn(p.shape, generator=g) * 0.3)
 
-    def forward(self, x):
+    def features(self, x):
         h = torch.tanh(self.conv(x.float() / 127.5 - 1)).flatten(1)
         f = torch.tanh(self.fc(h))
-        out = {"16": f, "logits": self.head(f) * 3}
-        return tuple(out[k] for k in self.features_list)
-
-    @staticmethod
-    def get_provided_features_list():
-        return "16", "logits"
-
-    @staticmethod
-    def get_default_feature_layer_for_metric(metric):
-        return {"isc": "logits", "fid": "16", "kid": "16", "prc": "16"}[metric]
-
-    @staticmethod
-    def can_be_compiled():
-        return False
-
-    @staticmethod
-    def get_dummy_input_for_compile():
-        return torch.zeros(1, 3, 8, 8, dtype=torch.uint8)
+        return {"16": f, "logits": self.head(f) * 3}
 
 
 class Images(torch.utils.data.Dataset):

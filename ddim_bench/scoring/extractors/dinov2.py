@@ -18,11 +18,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 import torchvision
-from torch_fidelity.feature_extractor_base import FeatureExtractorBase
 from torch_fidelity.interpolate_compat_tensorflow import interpolate_bilinear_2d_like_tensorflow1x
-from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY, register_feature_extractor
 
 from ddim_bench.errors import UserError
+from ddim_bench.scoring.extractors.base import NamedFeatures, register
 
 # size letter → (embed dim, depth, heads)
 VIT_SIZES = {"s": (384, 12, 6), "b": (768, 12, 12), "l": (1024, 24, 16)}
@@ -168,8 +167,11 @@ def weights_problem(path: str, size: str) -> str | None:
     return None if got == want else f"its tensors are not those of the ViT-{size.upper()}/14 state dict"
 
 
-class FeatureExtractorDinoV2Local(FeatureExtractorBase):
+class FeatureExtractorDinoV2Local(NamedFeatures):
     """torch-fidelity extractor over :class:`DinoV2ViT` loaded from ``feature_extractor_weights_path``."""
+    FEATURES = (FEATURE,)
+    LAYERS = {"fid": FEATURE, "kid": FEATURE, "prc": FEATURE}
+    DUMMY_SIZE = 14
 
     def __init__(self, name, features_list, feature_extractor_weights_path=None, **kwargs):
         super().__init__(name, features_list)
@@ -183,36 +185,19 @@ class FeatureExtractorDinoV2Local(FeatureExtractorBase):
         self.requires_grad_(False)
         self.eval()
 
-    def forward(self, x):
-        """uint8 [B, 3, H, W] → (features [B, D] float32,) — resize, normalisation as torch-fidelity's DINOv2."""
-        if not (torch.is_tensor(x) and x.dtype == torch.uint8 and x.dim() == 4 and x.shape[1] == 3):
-            raise ValueError(f"expected uint8 images [B, 3, H, W], got {getattr(x, 'dtype', type(x))} "
-                             f"{tuple(getattr(x, 'shape', ()))}")
+    def features(self, x):
+        """Resized and normalised as torch-fidelity's DINOv2 → {FEATURE: [B, D] float32}."""
         x = interpolate_bilinear_2d_like_tensorflow1x(x.float(), size=(INPUT_SIZE, INPUT_SIZE), align_corners=False)
         x = torchvision.transforms.functional.normalize(
             x, (255 * 0.485, 255 * 0.456, 255 * 0.406), (255 * 0.229, 255 * 0.224, 255 * 0.225), inplace=False)
-        out = {FEATURE: self.model(x).to(torch.float32)}
-        return tuple(out[k] for k in self.features_list)
+        return {FEATURE: self.model(x).to(torch.float32)}
 
-    @staticmethod
-    def get_provided_features_list():
-        return (FEATURE,)
-
-    @staticmethod
-    def get_default_feature_layer_for_metric(metric):
+    @classmethod
+    def get_default_feature_layer_for_metric(cls, metric):
         if metric == "isc":
             raise UserError("DINOv2 has no class logits, so the Inception Score is undefined; set metrics.isc: false")
-        return {"fid": FEATURE, "kid": FEATURE, "prc": FEATURE}[metric]
-
-    @staticmethod
-    def can_be_compiled():
-        return False
-
-    @staticmethod
-    def get_dummy_input_for_compile():
-        return torch.zeros(1, 3, 14, 14, dtype=torch.uint8)
+        return super().get_default_feature_layer_for_metric(metric)
 
 
 for _name in NAMES:
-    if _name not in FEATURE_EXTRACTORS_REGISTRY:
-        register_feature_extractor(_name, FeatureExtractorDinoV2Local)
+    register(_name, FeatureExtractorDinoV2Local)

@@ -18,7 +18,6 @@ import pickle
 import torch
 from torch_fidelity.feature_extractor_base import FeatureExtractorBase
 from torch_fidelity.feature_extractor_inceptionv3 import URL_INCEPTION_V3
-from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY, register_feature_extractor
 from torch_fidelity.utils import create_feature_extractor
 from torch_fidelity.utils_torch import torch_atomic_save
 
@@ -26,6 +25,7 @@ from ddim_bench.choices import DIGIT_EXTRACTORS, DINOV2_EXTRACTORS
 from ddim_bench.downloads import Remote, ensure
 from ddim_bench.errors import UserError
 from ddim_bench.scoring.extractors import classifier as _classifier
+from ddim_bench.scoring.extractors.base import NamedFeatures, register
 from ddim_bench.scoring.extractors import dinov2 as _dinov2  # registers dinov2-vit-{s,b,l}-14-local
 from ddim_bench.scoring.extractors import stand_in as _stand_in  # registers stand-in-2048 (benchmarks only)
 from ddim_bench.scoring.extractors.classifier import (DIGITS_ARCH_VERSION, DigitsCNN, MnistCNN, build_net,  # noqa: F401
@@ -106,15 +106,17 @@ def ensure_classifier(cache_dir: str, **settings) -> str:
     return path
 
 
-class FeatureExtractorClassifier(FeatureExtractorBase):
+class FeatureExtractorClassifier(NamedFeatures):
     """torch-fidelity wrapper around a trained digit classifier checkpoint (:class:`DigitsCNN` or :class:`MnistCNN`,
     ``feature_extractor_weights_path``)."""
+    FEATURES = ("64", "logits_unbiased")
+    LAYERS = {"isc": "logits_unbiased", "fid": "64", "kid": "64", "prc": "64"}
 
     def __init__(self, name, features_list, feature_extractor_weights_path=None, **kwargs):
         super().__init__(name, features_list)
         if feature_extractor_weights_path is None:
             raise UserError(f"feature extractor {name} needs feature_extractor_weights_path (a trained checkpoint)")
-        ckpt = torch.load(feature_extractor_weights_path, map_location="cpu", weights_only=False)
+        ckpt = torch.load(feature_extractor_weights_path, map_location="cpu", weights_only=True)
         self.settings = ckpt["settings"]
         self.resolution = self.settings["resolution"]
         self.heldout_accuracy = ckpt["heldout_accuracy"]
@@ -124,35 +126,13 @@ class FeatureExtractorClassifier(FeatureExtractorBase):
         self.requires_grad_(False)
         self.eval()
 
-    def forward(self, x):
-        """uint8 [B, 3, H, W] → tuple of the requested features, in ``features_list`` order (float32)."""
-        if not (torch.is_tensor(x) and x.dtype == torch.uint8 and x.dim() == 4 and x.shape[1] == 3):
-            raise ValueError(f"expected uint8 images [B, 3, H, W], got {getattr(x, 'dtype', type(x))} "
-                             f"{tuple(getattr(x, 'shape', ()))}")
+    def features(self, x):
         g = fit_input(x.float().mean(dim=1, keepdim=True) / 255.0, self.settings)
         feats, logits = self.net(g * 2 - 1)
-        out = {"64": feats * self.feature_scale, "logits_unbiased": logits}
-        return tuple(out[k] for k in self.features_list)
-
-    @staticmethod
-    def get_provided_features_list():
-        return "64", "logits_unbiased"
-
-    @staticmethod
-    def get_default_feature_layer_for_metric(metric):
-        return {"isc": "logits_unbiased", "fid": "64", "kid": "64", "prc": "64"}[metric]
-
-    @staticmethod
-    def can_be_compiled():
-        return False
-
-    @staticmethod
-    def get_dummy_input_for_compile():
-        return torch.zeros(1, 3, 8, 8, dtype=torch.uint8)
+        return {"64": feats * self.feature_scale, "logits_unbiased": logits}
 
 
-if DIGITS not in FEATURE_EXTRACTORS_REGISTRY:
-    register_feature_extractor(DIGITS, FeatureExtractorClassifier)
+register(DIGITS, FeatureExtractorClassifier)
 
 
 # --------------------------------------------------------------------------------------------------------------

@@ -11,9 +11,9 @@ import os
 
 import torch
 import torch.nn.functional as F
-from torch_fidelity.feature_extractor_base import FeatureExtractorBase
-from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY, register_feature_extractor
 from torch_fidelity.utils_torch import torch_atomic_save
+
+from ddim_bench.scoring.extractors.base import NamedFeatures, register
 
 NAME = "stand-in-2048"
 POOL, WIDTH, CLASSES, SEED = 8, 2048, 1008, 0
@@ -32,7 +32,10 @@ def ensure_weights(cache_dir: str) -> str:
     return path
 
 
-class FeatureExtractorStandIn(FeatureExtractorBase):
+class FeatureExtractorStandIn(NamedFeatures):
+    FEATURES = ("2048", "logits_unbiased")
+    LAYERS = {"isc": "logits_unbiased", "fid": "2048", "kid": "2048", "prc": "2048"}
+
     def __init__(self, name, features_list, feature_extractor_weights_path=None, **kwargs):
         super().__init__(name, features_list)
         state = torch.load(feature_extractor_weights_path, map_location="cpu", weights_only=True)
@@ -40,29 +43,10 @@ class FeatureExtractorStandIn(FeatureExtractorBase):
         self.register_buffer("logits", state["logits"])
         self.eval()
 
-    def forward(self, x):
-        """uint8 [B, 3, H, W] → tuple of the requested features, in ``features_list`` order (float32)."""
+    def features(self, x):
         pooled = F.adaptive_avg_pool2d(x.float() / 255, POOL).flatten(1)
         feats = torch.relu(pooled @ self.proj)
-        out = {"2048": feats, "logits_unbiased": feats @ self.logits}
-        return tuple(out[k] for k in self.features_list)
-
-    @staticmethod
-    def get_provided_features_list():
-        return "2048", "logits_unbiased"
-
-    @staticmethod
-    def get_default_feature_layer_for_metric(metric):
-        return {"isc": "logits_unbiased", "fid": "2048", "kid": "2048", "prc": "2048"}[metric]
-
-    @staticmethod
-    def can_be_compiled():
-        return False
-
-    @staticmethod
-    def get_dummy_input_for_compile():
-        return torch.zeros(1, 3, 8, 8, dtype=torch.uint8)
+        return {"2048": feats, "logits_unbiased": feats @ self.logits}
 
 
-if NAME not in FEATURE_EXTRACTORS_REGISTRY:
-    register_feature_extractor(NAME, FeatureExtractorStandIn)
+register(NAME, FeatureExtractorStandIn)
