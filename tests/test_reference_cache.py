@@ -14,8 +14,7 @@ KEY = "digits|train|n=200"
 
 
 @pytest.fixture(scope="module")
-def scorer(tmp_path_factory):
-    torch.set_num_threads(1)
+def scorer(tmp_path_factory, one_thread):
     cfg = OmegaConf.merge(OmegaConf.load(CONF / "digits.yaml"), {"kid_subsets": 20, "batch_size": 512})
     return M.Scorer(cfg, str(tmp_path_factory.mktemp("cache")))
 
