@@ -1,7 +1,7 @@
 """From records to what the report shows: one row per cell, aggregated over its seed blocks.
 
 Each metric gets the mean, sample sd, min (EDM's convention) and the number of blocks; with a single block the
-row carries that record's bootstrap interval instead of a spread.
+row carries that record's interval instead of a spread.
 """
 from __future__ import annotations
 
@@ -36,7 +36,7 @@ def blocks(values: list[float]) -> dict:
 
 def aggregate(records: list[dict]) -> list[dict]:
     """One row per cell: its settings, ``<metric>`` (mean), ``<metric>_sd``/``_min``/``_n`` and, from the records'
-    bootstrap, ``<metric>_lo``/``_hi`` (a single block's interval, or the blocks' mean of the interval ends)."""
+    intervals, ``<metric>_lo``/``_hi`` (a single block's interval, or the blocks' mean of the interval ends)."""
     rows = []
     for cell, recs in by_cell(records).items():
         row = {**cell.fields(), "row": cell.row, "series": cell.series, "label": cell.label,
@@ -73,7 +73,7 @@ def combined_interval(mean: float, recs: list[dict], name: str) -> tuple[float, 
 
 
 def spread(row: dict, metric: str = "fid") -> tuple[float, float] | None:
-    """The error bar of a cell's metric: ±sd over blocks when there are several, else its bootstrap interval."""
+    """The error bar of a cell's metric: ±sd over blocks when there are several, else its interval."""
     if row.get(f"{metric}_n", 0) > 1 and row.get(f"{metric}_sd") is not None:
         return row[metric] - row[f"{metric}_sd"], row[metric] + row[f"{metric}_sd"]
     if row.get(f"{metric}_lo") is not None:

@@ -18,7 +18,7 @@ DODGE = 0.035  # on a log axis, series k of m at the same x is drawn at x·exp((
 
 
 def curves(rows: list[dict], out: str, front: list[dict] | None = None, suffix: str = "") -> dict[str, str]:
-    """One line per row (η, σ̂, sampler); bars are ±sd over seed blocks, or the bootstrap interval of one block.
+    """One line per row (η, σ̂, sampler); bars are ±sd over seed blocks, or the 95 % interval of one block.
     ``front``: the Pareto front of FID against NFE (``samplers.front_steps``), drawn as a step line on FID vs NFE.
     ``suffix`` goes into the file names (``fid_vs_steps-n16.png``: one set of figures per sample count)."""
     paths = {}

@@ -1,5 +1,5 @@
 """The report of a results folder: per-record and per-cell CSVs, Table 1 (mean ± sd over seed blocks), the claims
-table (the paper's claims with paired-bootstrap intervals and verdicts), figures and a W&B report run
+table (the paper's claims with paired intervals and verdicts), figures and a W&B report run
 (``ddim-bench-report`` is the console script around :func:`run_job`).
 
 Nothing is written before the config is valid, and a corrupt record is named, moved aside and left out (the
@@ -174,7 +174,7 @@ def user_claims_of(root: str, records: list[dict], claims) -> tuple[list[dict], 
 
 
 def make_claims(records: list[dict], results, compare: dict, mine=([], [])) -> tuple[list[dict], str]:
-    """The paper's claims on this sweep and the user's, with paired-bootstrap intervals over the stored per-sample
+    """The paper's claims on this sweep and the user's, with paired intervals over the stored per-sample
     features."""
     from ddim_bench.reporting import claims, user_claims
     from ddim_bench.reporting.reconstruction import reconstruction_records

@@ -46,7 +46,7 @@ def by_nfe_markdown(rows: list[dict]) -> str:
     by = {(cols[(r["row"], r["skip"])], nfe(r)): r for r in rows}
     skips = ", ".join(f"{t}: {skip}" for (_, skip), t in dict.fromkeys(cols.items()))
     lines = [f"FID by network calls per image (NFE, counted), N = {rows[0]['n_samples']} samples per block; "
-             f"mean ± sd over seed blocks (one block: [95 % bootstrap interval]); (S=…) where the steps differ from "
+             f"mean ± sd over seed blocks (one block: [its 95 % interval]); (S=…) where the steps differ from "
              f"the calls.  Skip (timestep grid): {skips}.", "",
              "| NFE | " + " | ".join(titles) + " |", "|---" * (len(titles) + 1) + "|"]
     for k in sorted({nfe(r) for r in rows}):

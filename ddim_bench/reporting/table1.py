@@ -1,5 +1,5 @@
 """Table 1 as Markdown: rows η (σ̂, other samplers), columns S; each cell mean ± sd over seed blocks (or the
-bootstrap interval of a single block), and the paper's number in parentheses where the protocol allows it."""
+95 % interval of a single block), and the paper's number in parentheses where the protocol allows it."""
 from __future__ import annotations
 
 import math
@@ -39,7 +39,7 @@ def markdown(rows: list[dict], records: list[dict], dataset: str | None, protoco
     extractor = str(records[0].get("extractor", ""))
     head = [f"FID, N = {rows[0]['n_samples']} samples per block, skip {'/'.join(skips)}; "
             f"{'/'.join(map(str, blocks))} seed block(s): mean ± sd over blocks "
-            f"(one block: [95 % bootstrap interval])."]
+            f"(one block: [its 95 % interval])."]
     if show_paper:
         head.append(f"Paper's {dataset} numbers in parentheses, for reference; protocol: {protocol_line}.")
     if extractor.startswith("digits"):

@@ -1,6 +1,6 @@
 """One (cell, seed block) evaluated: every rank samples its share and sums FID's float64 moments, the sums are
 added over ranks, rank 0 gathers the per-sample features in sample order and scores — point values by
-torch-fidelity's formulas, percentile-bootstrap intervals from the same features."""
+torch-fidelity's formulas, intervals from disjoint subsets of the same features (:mod:`ddim_bench.scoring.subsets`)."""
 from __future__ import annotations
 
 import time
