@@ -2,8 +2,9 @@
 
 Each claim is a difference Δ whose expected sign says the claim holds; its interval comes from
 :mod:`ddim_bench.scoring.uncertainty`.  FID comparisons are *paired* within a seed block (cells of one block
-start sample i from the same x_T, so their stored features are in the same sample order) and combined over the
-blocks that have both cells' features (:func:`combine_blocks`).  Verdicts: "holds" when the whole interval is on
+start sample i from the same x_T, so sample i of both is paired): each cell is scored on the same disjoint subsets
+(its record keeps its metrics' values on them), Δ on each subset is paired, and the blocks that have both cells
+are combined (:func:`combine_se`).  Verdicts: "holds" when the whole interval is on
 the expected side of 0, "reversed" when it is wholly on the other side, else "not significant".
 
 Claims (S_min / S_max: the smallest / largest S of the grid):
@@ -28,7 +29,8 @@ from collections.abc import Callable, Mapping
 
 import torch
 
-from ddim_bench.scoring.subsets import combine_se, paired_subset_difference, power
+from ddim_bench.results.record import stored_subsets
+from ddim_bench.scoring.subsets import combine_se, paired_from_values, paired_subset_difference, power
 from ddim_bench.scoring.uncertainty import Interval, combine_blocks, percentile_interval, resample_indices, verdict
 
 __all__ = ["evaluate_claims", "claims_markdown", "paired_delta", "options"]
@@ -76,20 +78,37 @@ class _Grid:
 def paired_delta(recs_a: Mapping[int, dict], recs_b: Mapping[int, dict], metric: str, features, ref, layers,
                  opts) -> tuple[Interval, int] | None:
     """metric(a) − metric(b), paired on sample indices within each seed block (the same disjoint subsets for both
-    cells, :func:`paired_subset_difference`), over the blocks where both cells have features, combined
-    (:func:`combine_se`); None when no block has both.  ``recs_a``/``recs_b``: seed → record of each cell;
+    cells, :func:`paired_block`), over the blocks where both cells have what it needs, combined
+    (:func:`combine_se`); None when no block has.  ``recs_a``/``recs_b``: seed → record of each cell;
     ``opts``: :func:`options`."""
-    blocks = []
-    for i, seed in enumerate(sorted(set(recs_a) & set(recs_b))):
-        fa, fb = features(recs_a[seed]["key"]), features(recs_b[seed]["key"])
-        if fa is None or fb is None:
-            continue
-        iv = paired_subset_difference(fa, fb, ref, metric, layers=layers, partitions=opts["partitions"],
-                                      level=opts["level"], seed=opts["seed"] + i, device=opts["device"])
-        blocks.append((iv.value, iv.se, iv.df))
+    blocks = [b for seed in sorted(set(recs_a) & set(recs_b))
+              if (b := paired_block(recs_a[seed], recs_b[seed], metric, features, ref, layers, opts)) is not None]
     if not blocks:
         return None
     return combine_se(blocks, opts["level"]), len(blocks)
+
+
+def paired_block(rec_a: dict, rec_b: dict, metric: str, features, ref, layers, opts) -> tuple | None:
+    """(Δ, SE, df) of one seed block, on the subsets ``subset_indices(N, opts partitions, 3, opts seed)``: from
+    the metric's values on those subsets stored in both records (no features read), else from the per-sample
+    features (the same numbers: ``subsets.paired_from_values``); a pair of records whose stored subsets are of
+    another partition than the report's and that have no features uses their own partition.  None when the
+    records hold neither (records from before ``subsets``, with ``metrics.keep_features=false``)."""
+    sa, sb = stored_subsets(rec_a, metric), stored_subsets(rec_b, metric)
+    same = sa is not None and sb is not None and sa[0] == sb[0]
+    if same and sa[0][1:] == (opts["partitions"], opts["seed"]):
+        iv = paired_from_values(sa[1], sb[1], opts["partitions"], opts["level"])
+    else:
+        fa = features(rec_a["key"])
+        fb = features(rec_b["key"]) if fa is not None else None
+        if fb is not None:
+            iv = paired_subset_difference(fa, fb, ref, metric, layers=layers, partitions=opts["partitions"],
+                                          level=opts["level"], seed=opts["seed"], device=opts["device"])
+        elif same:
+            iv = paired_from_values(sa[1], sb[1], sa[0][1], opts["level"])
+        else:
+            return None
+    return iv.value, iv.se, iv.df
 
 
 def options(replicates: int = 200, level: float = 0.95, seed: int = 0, device="cpu", centered: bool = True,
@@ -217,8 +236,9 @@ def evaluate_claims(records: list[dict], features, ref: dict, *, layers: dict[st
     """Rows {claim, comparison, delta, lo, hi, level, blocks, verdict} for the claims the inputs allow.
 
     ``records``: cell records (steps, eta, variance, skip, seed, key; ``sampler``/``clip_x0`` optional);
-    ``features``: key → featuresdict (per-sample features, one sample order per seed block) or None;
-    ``ref``: the reference featuresdict; ``layers``: metric → layer (``Scorer.layers``; FID's is used);
+    ``features``: key → featuresdict (per-sample features, one sample order per seed block) or None, read only
+    for records without the comparison's stored subset values (:func:`paired_block`);
+    ``ref``: the reference featuresdict (read with the features); ``layers``: metric → layer (``Scorer.layers``; FID's is used);
     ``reconstruction``: {S: per-image MSEs [n]} (the same n images at each S);
     ``kept``: key → uint8 images [K, 3, H, W] (image k of every cell of a block from the same x_T), or None.
     ``features``/``kept`` may be mappings.  With several skips in the records, FID and consistency claims are

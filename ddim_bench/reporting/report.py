@@ -11,6 +11,7 @@ import csv
 import io
 import os
 import sys
+from collections.abc import Mapping
 
 from ddim_bench import cli
 from ddim_bench.errors import UserError
@@ -130,19 +131,48 @@ def setup_part(label: str, recs: list[dict], results, bootstrap, paper_setting: 
 
 
 def comparison_inputs(records: list[dict], results, bootstrap) -> dict:
-    """What every paired comparison reads: stored per-sample features by key, the reference features, the metric
-    layers and the bootstrap settings (``claims.options``)."""
+    """What every paired comparison reads: the records' stored subset values, else (older records) the stored
+    per-sample features by key and the reference features, both read only when a comparison needs them; the
+    metric layers and the interval settings (``claims.options``)."""
     from ddim_bench.reporting import claims
     b = {"replicates": 200, "level": 0.95, "seed": 0, **(dict(bootstrap) if bootstrap else {})}
-    ref = load_reference(results, records)
     layers = records[0].get("feature_layers") or {}
+    ref = LazyReference(results, records)
 
     def features(key):  # as stored (float16): a comparison turns the one layer it uses into float64, then drops it
-        return results.load_file(key, ".features.pt")
+        return results.load_file(key, ".features.pt") if ref.available and layers else None
 
-    usable = ref is not None and bool(layers)
-    return {"features": features if usable else (lambda key: None), "ref": ref or {}, "layers": layers,
+    return {"features": features, "ref": ref, "layers": layers,
             "opts": claims.options(b["replicates"], b["level"], b["seed"], partitions=b.get("partitions", 16))}
+
+
+class LazyReference(Mapping):
+    """The reference features the sweep kept beside its records, loaded on first read (a report whose records
+    hold their subset values never reads them), each layer float64 once (the comparisons' reference side is then
+    computed once: ``draws.reference_moments``)."""
+
+    def __init__(self, results, records: list[dict]):
+        self.results, self.records, self.got = results, records, None
+        self.available = results.reference_path(records) is not None
+
+    def _data(self):
+        if self.got is None:
+            from ddim_bench.scoring.metrics import Float64Features
+            ref = self.results.reference(self.records) if self.available else None
+            self.got = Float64Features(ref or {})
+        return self.got
+
+    def __getitem__(self, layer):
+        return self._data()[layer]
+
+    def __contains__(self, layer):
+        return layer in self._data()
+
+    def __iter__(self):
+        return iter(self._data())
+
+    def __len__(self):
+        return len(self._data())
 
 
 def samplers_report(records: list[dict], rows: list[dict], c: dict) -> dict:
@@ -185,14 +215,6 @@ def make_claims(records: list[dict], results, compare: dict, mine=([], [])) -> t
                                   partitions=o["partitions"])
     rows += user_claims.evaluate(*mine, aggregate.by_cell(records), c["features"], c["ref"], c["layers"], o)
     return rows, claims.claims_markdown(rows)
-
-
-def load_reference(results, records: list[dict]) -> dict | None:
-    """The reference features the sweep kept beside its records, float64 once per layer used (the comparisons'
-    reference side is then computed once: draws.reference_moments)."""
-    from ddim_bench.scoring.metrics import Float64Features
-    ref = results.reference(records)
-    return None if ref is None else Float64Features(ref)
 
 
 def reconstruction_by_steps(recs: list[dict]) -> dict | None:

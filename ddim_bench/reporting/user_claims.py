@@ -70,9 +70,10 @@ def check(claims: list[dict], cells: list[Cell], metrics_cfg=None) -> list[tuple
             if not metrics_cfg.get(flag, True):
                 raise UserError(f"claims[{i}].metric={c['metric']} but metrics.{flag}=false; turn it on or claim "
                                 f"another metric")
-            if not metrics_cfg.get("keep_features", True):
-                raise UserError(f"claims[{i}] needs per-sample features to pair the cells; set "
-                                f"metrics.keep_features=true")
+            boot = metrics_cfg.get("bootstrap") or {}
+            if int(boot.get("replicates", 1)) < 1 and not metrics_cfg.get("keep_features", True):
+                raise UserError(f"claims[{i}] needs each cell's metrics on the intervals' subsets (or its "
+                                f"per-sample features) to pair the cells; set metrics.bootstrap.replicates >= 1")
         pairs.append((a, b))
     return pairs
 

@@ -65,14 +65,34 @@ def summary(record: dict) -> dict:
 
 def measured_fields(scores: dict, intervals: dict, *, n_samples: int, n_scored: int, seconds: float, nfe: int,
                     nfe_predicted: int, flops_per_call: float | None, peak_mem_mb: float, world_size: int,
-                    device: str, device_name: str, timings: dict) -> dict:
-    """A record's measured part: the scores and their intervals, and what the cell cost (``seconds``: the
-    sampling wall time, the slowest rank's; ``timings``: the scoring stages' seconds)."""
-    return {**scores, **intervals, "n_scored": n_scored, "seconds": seconds, "sec_per_image": seconds / n_samples,
+                    device: str, device_name: str, timings: dict, subsets: dict | None = None) -> dict:
+    """A record's measured part: the scores and their intervals, the metrics on the intervals' subsets
+    (:func:`subset_fields`), and what the cell cost (``seconds``: the sampling wall time, the slowest rank's;
+    ``timings``: the scoring stages' seconds)."""
+    return {**scores, **intervals, **({"subsets": subsets} if subsets else {}), "n_scored": n_scored, "seconds": seconds, "sec_per_image": seconds / n_samples,
             "images_per_sec": n_samples / max(seconds, 1e-9), "nfe": nfe, "nfe_predicted": nfe_predicted,
             "flops_per_image": None if flops_per_call is None else flops_per_call * nfe,
             "peak_mem_mb": peak_mem_mb, "world_size": world_size, "device": device, "device_name": device_name,
             **timings}
+
+
+def subset_fields(values: dict, *, n: int, partitions: int, seed: int) -> dict:
+    """A record's ``subsets``: the partition (``subsets.subset_indices(n, partitions, 3, seed)``, which depends on
+    nothing else) and, per metric key, [full-set value, [values on level 1's subsets, level 2's, …]] at full
+    precision (JSON keeps every float64 exactly).  Two records of one seed block with the same partition give
+    every paired difference of the report without per-sample features (``subsets.paired_from_values``)."""
+    return {"n": int(n), "partitions": int(partitions), "seed": int(seed),
+            "values": {k: [float(v), [[float(x) for x in level] for level in lv]] for k, (v, lv) in values.items()}}
+
+
+def stored_subsets(rec: dict, metric: str) -> tuple[tuple, tuple] | None:
+    """((n, partitions, seed), (full value, per-level values)) of ``metric`` in a record's ``subsets``; None for
+    a record without them (older records, intervals off, N below the subsets' minimum)."""
+    s = rec.get("subsets") or {}
+    if metric not in s.get("values", {}):
+        return None
+    value, levels = s["values"][metric]
+    return (int(s["n"]), int(s["partitions"]), int(s["seed"])), (value, levels)
 
 
 def cell_record(key_fields: dict, key: str, measured: dict, *, sweep: str, sampler: str, scheduler: dict,

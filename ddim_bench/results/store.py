@@ -263,14 +263,22 @@ class ResultStore:
             torch.save({k: v.half() for k, v in features.items()}, buf)
             atomic_write(path, buf.getvalue())
 
-    def reference(self, records: list[dict]) -> dict | None:
-        """The reference features the records were scored against ({layer: float16 [M, d]}), when they all share
-        one file and it is there; else None."""
+    def reference_path(self, records: list[dict]) -> str | None:
+        """The file of the reference features the records were scored against, when they all share one and it is
+        there; else None."""
         files = {r.get("reference_file") for r in records}
         if len(files) != 1 or None in files or not os.path.isfile(os.path.join(self.root, next(iter(files)))):
             return None
+        return os.path.join(self.root, next(iter(files)))
+
+    def reference(self, records: list[dict]) -> dict | None:
+        """The reference features the records were scored against ({layer: float16 [M, d]}), when they all share
+        one file and it is there; else None."""
+        path = self.reference_path(records)
+        if path is None:
+            return None
         import torch
-        return torch.load(os.path.join(self.root, next(iter(files))), map_location="cpu", weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=True)
 
     # ------------------------------------------------------------------ claims
     def claim(self, key: str) -> CellClaim | None:

@@ -177,9 +177,16 @@ def kid_draws(x: torch.Tensor, y: torch.Tensor, idx: torch.Tensor, subset_size: 
     Σ_{a≠b} k(g_a, g_b) = cᵀKc − Σ_i c_i k(x_i, x_i) (pairs of *positions*, so a duplicate pair counts, as it does in
     torch-fidelity), and Σ_{a,b} k(g_a, r_b) = Σ_a h_s(idx[r, p_s[a]]) with h_s(i) = Σ_b k(x_i, y[q_s[b]]) computed
     once.  The reference term does not depend on r.  Cost: R·S·N² for the quadratic forms, N² d for the kernel.
+
+    Rows without repeats (the disjoint subsets of :mod:`.subsets`) go to :func:`_kid_direct` when it costs less:
+    2·R·S·m²·d, which does not grow with N (at d = 2048, m = 1 000, S = 100 it does from N ≈ 50 000 on).
     """
     n, m = x.shape[0], subset_size
     p, q = (t.to(x.device) for t in kid_subsets(idx.shape[1], y.shape[0], m, subsets, rng_seed))
+    direct = 2 * idx.shape[0] * subsets * m * m * x.shape[1]       # per sub-subset: bounded in N
+    if direct < n * n * (x.shape[1] + idx.shape[0] * subsets) + n * y.shape[0] * x.shape[1] \
+            and bool((counts(idx, n) <= 1).all()):
+        return _kid_direct(x, y, idx, p, q, chunk_bytes)
     # Reference term, per subset: the count vectors are the 0/1 indicators of q_s.
     ind_r = counts(q, y.shape[0])
     diag_r = (y.square().sum(1) / y.shape[1] + 1) ** 3
@@ -198,6 +205,29 @@ def kid_draws(x: torch.Tensor, y: torch.Tensor, idx: torch.Tensor, subset_size: 
 
     gg = (_quad_forms(x, rows, flat.shape[0], chunk_bytes) - diag_g[flat].sum(1)) / (m * (m - 1))
     return (gg.view(-1, subsets) + rr - 2 * gr).mean(1)
+
+
+def _kid_direct(x: torch.Tensor, y: torch.Tensor, idx: torch.Tensor, p: torch.Tensor, q: torch.Tensor,
+                chunk_bytes: int = CHUNK_BYTES) -> torch.Tensor:
+    """:func:`kid_draws` of rows without repeats, each subset's MMD² from its own m × m kernels (torch-fidelity's
+    computation, on the rows' samples ``x[idx[r, p_s]]`` and ``y[q_s]``): 2·R·S·m²·d, whatever N."""
+    (rows, _), (subsets, m), d = idx.shape, p.shape, x.shape[1]
+
+    def pair_sum(a, b):  # Σ_{i,j} k(a_i, b_j) per batch entry
+        return ((a @ b.transpose(1, 2)) / d + 1).pow(3).sum((1, 2))
+
+    def diag_sum(a):     # Σ_i k(a_i, a_i)
+        return ((a.square().sum(2) / d + 1) ** 3).sum(1)
+
+    step = _rows_per_chunk(8 * m * (m + 2 * d), chunk_bytes)
+    rr = torch.cat([pair_sum(yb, yb) - diag_sum(yb) for yb in (y[qb] for qb in q.split(step))]) / (m * (m - 1))
+    flat = idx[:, p].reshape(-1, m)                                   # [R·S, m]: row r's subset s, original indices
+    which = torch.arange(subsets, device=x.device).repeat(rows)
+    out = torch.empty(len(flat), dtype=torch.float64, device=x.device)
+    for t0 in range(0, len(flat), step):
+        xb, yb = x[flat[t0:t0 + step]], y[q[which[t0:t0 + step]]]
+        out[t0:t0 + step] = (pair_sum(xb, xb) - diag_sum(xb)) / (m * (m - 1)) - 2 * pair_sum(xb, yb) / m ** 2
+    return (out.view(rows, subsets) + rr).mean(1)
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -43,7 +43,9 @@ import torch
 from ddim_bench.scoring import uncertainty as U
 
 __all__ = ["subset_indices", "level_variances", "extrapolated_se", "fd_infinity", "normal_interval",
-           "subset_metrics", "paired_subset_difference", "combine_se", "power"]
+           "subset_metrics", "paired_subset_difference", "paired_from_values", "combine_se", "power"]
+
+LEVELS = 3  # halves, quarters, eighths (the eighths only for FD∞: every SE needs the halves and quarters only)
 
 
 def subset_indices(n: int, partitions: int, levels: int = 3, seed: int = 0) -> list[torch.Tensor]:
@@ -108,7 +110,7 @@ def normal_interval(metric: str, value: float, se: float, level: float, df: floa
 
 
 def _family_values(gen, ref, layers, family, idx_levels, device, kw):
-    """({key: full-set value}, {key: [values per level]}) of one metric family."""
+    """({key: full-set value}, {key: [values per level]}) of one metric family (on the levels of ``idx_levels``)."""
     n = U.sample_count(gen, U.layer_of(layers, family), "generated")
     full = {k: float(v[0]) for k, v in U.metric_draws(gen, ref, layers, family, torch.arange(n)[None], device,
                                                   **kw).items()}
@@ -134,9 +136,13 @@ def _bootstrap(gen, ref, layers, family, level, seed, device, kw) -> dict[str, U
 def subset_metrics(gen: dict, ref: dict, layers: dict[str, str], metrics=("fid", "kid", "isc", "prc"),
                    partitions: int = 16, level: float = 0.95, seed: int = 0, device="cpu",
                    kid_subset_size: int = 1000, kid_subsets: int = 100, isc_splits: int = 10,
-                   rng_seed: int = 2020) -> dict[str, U.Interval]:
+                   rng_seed: int = 2020, values: dict | None = None) -> dict[str, U.Interval]:
     """Intervals of :func:`ddim_bench.scoring.uncertainty.bootstrap_metrics`' keys by this module's method,
-    plus "fid_inf" (FD∞ and its interval) when FID is asked for.  Each ``Interval.se`` is the standard error."""
+    plus "fid_inf" (FD∞ and its interval) when FID is asked for.  Each ``Interval.se`` is the standard error.
+
+    ``values``, when given, receives each key's ``(full-set value, [[values of level 1's subsets], …])`` (FID:
+    3 levels, the others 2), the subsets of ``subset_indices(N, partitions, 3, seed)``: what a paired
+    difference with another cell on the same subsets needs (:func:`paired_from_values`)."""
     U.check_level(level)
     metrics = (metrics,) if isinstance(metrics, str) else tuple(metrics)
     unknown = set(metrics) - set(U.METRIC_KEYS)
@@ -149,9 +155,11 @@ def subset_metrics(gen: dict, ref: dict, layers: dict[str, str], metrics=("fid",
         if n < MIN_SAMPLES:  # eighths of fewer than 4 samples: the centred bootstrap, no FD∞
             out.update(_bootstrap(gen, ref, layers, family, level, seed, device, kw))
             continue
-        idx = subset_indices(n, partitions, 3, seed)
-        full, per_level = _family_values(gen, ref, layers, family, idx, device, kw)
+        idx = subset_indices(n, partitions, LEVELS, seed)
+        full, per_level = _family_values(gen, ref, layers, family, idx if family == "fid" else idx[:2], device, kw)
         for key, value in full.items():
+            if values is not None:
+                values[key] = (value, [v.tolist() for v in per_level[key]])
             v = level_variances(per_level[key], partitions)
             df = degrees_of_freedom(partitions)
             out[key] = normal_interval(key, value, extrapolated_se(v[0], v[1]), level, df)
@@ -181,11 +189,20 @@ def paired_subset_difference(gen_a: dict, gen_b: dict, ref: dict, metric: str = 
                                         seed=seed, device=device, **kw)
         iv.se = float(draws.std())
         return iv
-    idx = subset_indices(na, partitions, 2, seed)
+    idx = subset_indices(na, partitions, LEVELS, seed)[:2]  # the halves and quarters of the cells' own intervals
     fa, la = _family_values(gen_a, ref, layers, family, idx, device, kw)
     fb, lb = _family_values(gen_b, ref, layers, family, idx, device, kw)
-    v = level_variances([a - b for a, b in zip(la[metric], lb[metric])], partitions)
-    return normal_interval("", fa[metric] - fb[metric], extrapolated_se(v[0], v[1]), level,
+    return paired_from_values((fa[metric], la[metric]), (fb[metric], lb[metric]), partitions, level)
+
+
+def paired_from_values(a: tuple, b: tuple, partitions: int, level: float = 0.95) -> U.Interval:
+    """Δ = value(a) − value(b) with its interval from each cell's (full-set value, [per-subset values of the halves,
+    of the quarters, …]) on the same subsets: the variance over subsets of the per-subset differences, extrapolated
+    to N as a single cell's is.  Exactly what :func:`paired_subset_difference` gives from the features."""
+    va, vb = (torch.as_tensor(v, dtype=torch.float64) for v in (a[1][0], b[1][0]))
+    qa, qb = (torch.as_tensor(v, dtype=torch.float64) for v in (a[1][1], b[1][1]))
+    v = level_variances([va - vb, qa - qb], partitions)
+    return normal_interval("", float(a[0]) - float(b[0]), extrapolated_se(v[0], v[1]), level,
                            degrees_of_freedom(partitions))
 
 

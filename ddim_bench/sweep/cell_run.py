@@ -77,7 +77,7 @@ def evaluate(ctx: Context, cell: Cell, seed: int, progress=None) -> Outcome | No
         ctx.ref_moments = Moments.of(scorer.reference_features[layer], scorer.device)
     scores = scorer.score(gen, scorer.reference_features, total, ctx.ref_moments)
     t_boot = time.perf_counter()
-    intervals = _intervals(ctx, gen)
+    intervals, subsets = _intervals(ctx, gen)
     images = torch.stack([im for _, im in sorted((kv for p in parts for kv in p[0]), key=lambda kv: kv[0])]) \
         if ctx.keep_images else torch.empty(0, dtype=torch.uint8)
     nfe = timing["nfe"]
@@ -88,7 +88,7 @@ def evaluate(ctx: Context, cell: Cell, seed: int, progress=None) -> Outcome | No
         peak_mem_mb=max(p[2] for p in parts), world_size=dist.world, device=str(dist.device),
         device_name=device_name(dist.device),
         timings={"score_seconds": t_boot - t_score, "bootstrap_seconds": time.perf_counter() - t_boot,
-                 "cell_seconds": time.perf_counter() - t0})
+                 "cell_seconds": time.perf_counter() - t0}, subsets=subsets)
     return Outcome(fields, images, gen)
 
 
@@ -129,23 +129,28 @@ class Shard:
         return out
 
 
-def _intervals(ctx: Context, gen: dict) -> dict:
+def _intervals(ctx: Context, gen: dict) -> tuple[dict, dict | None]:
     """``<metric>_lo`` / ``<metric>_hi`` / ``<metric>_se`` from disjoint subsets of the generated samples
-    (:mod:`ddim_bench.scoring.subsets`), and FD∞ (``fid_inf``) with its interval beside FID."""
+    (:mod:`ddim_bench.scoring.subsets`), and FD∞ (``fid_inf``) with its interval beside FID; and the metrics'
+    values on those subsets (:func:`record.subset_fields`: what the report's paired differences read)."""
     b = ctx.bootstrap
     if int(b.replicates) < 1:
-        return {}
+        return {}, None
     from ddim_bench.scoring.subsets import subset_metrics
     s = ctx.scorer
     wanted = [f for f in FAMILIES if (s.prc if f == "prc" else s.enabled[f])]
-    res = subset_metrics(gen, s.reference_features, s.layers, metrics=tuple(wanted),
-                         partitions=int(b.get("partitions", 16)), level=float(b.level), seed=int(b.seed),
-                         device=ctx.dist.device, kid_subset_size=s.kid_subset_size, kid_subsets=s.kid_subsets,
-                         isc_splits=s.isc_splits)
-    out = {"ci_level": float(b.level), "ci_method": "subsets", "ci_partitions": int(b.get("partitions", 16))}
+    values: dict = {}
+    partitions = int(b.get("partitions", 16))
+    res = subset_metrics(gen, s.reference_features, s.layers, metrics=tuple(wanted), partitions=partitions,
+                         level=float(b.level), seed=int(b.seed), device=ctx.dist.device,
+                         kid_subset_size=s.kid_subset_size, kid_subsets=s.kid_subsets, isc_splits=s.isc_splits,
+                         values=values)
+    out = {"ci_level": float(b.level), "ci_method": "subsets", "ci_partitions": partitions}
     for name, iv in res.items():
         m = BY_KEY[name]
         out[m.lo], out[m.hi], out[m.se] = iv.lo, iv.hi, iv.se
         if name in ("precision", "recall", "fid_inf"):  # computed here with the intervals
             out[name] = iv.value
-    return out
+    subsets = record.subset_fields(values, n=ctx.n_samples, partitions=partitions, seed=int(b.seed)) \
+        if values else None  # none below subsets.MIN_SAMPLES (the bootstrap)
+    return out, subsets
