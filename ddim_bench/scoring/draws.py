@@ -18,8 +18,6 @@ All arithmetic is float64 on ``device``.
 """
 from __future__ import annotations
 
-import weakref
-
 import numpy as np
 import torch
 
@@ -44,25 +42,6 @@ def psd_sqrt(a: torch.Tensor) -> torch.Tensor:
     """Symmetric PSD square root V diag(√max(λ, 0)) Vᵀ of a symmetric matrix (eigenvalues below 0 are rounding)."""
     lam, v = torch.linalg.eigh(a)
     return (v * lam.clamp(min=0).sqrt()) @ v.T
-
-
-_REFERENCE: list = [None, None, None]  # [weak reference to y, y's fingerprint, (μ_r, Σ_r, Σ_r^{1/2})]
-
-
-def _fingerprint(y: torch.Tensor) -> tuple:
-    return tuple(y.shape), y.dtype, y.device, float(y.sum()), float(y.square().sum())
-
-
-def reference_moments(y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(μ_r, Σ_r, Σ_r^{1/2}) of the reference features, kept for the last ``y`` seen (the same tensor, its
-    values unchanged: same sums): a sweep's records and a report's comparisons all use one reference, whose
-    covariance (M·d² for M = 50 000) and square root would otherwise be computed again for every interval."""
-    ref, seen, got = _REFERENCE
-    if ref is None or ref() is not y or seen != _fingerprint(y):
-        sigma = torch.cov(y.T, correction=1).reshape(y.shape[1], y.shape[1])
-        got = (y.mean(0), sigma, psd_sqrt(sigma))
-        _REFERENCE[:] = [weakref.ref(y), _fingerprint(y), got]
-    return got
 
 
 def fid_draws(x: torch.Tensor, y: torch.Tensor, idx: torch.Tensor, chunk_bytes: int = CHUNK_BYTES) -> torch.Tensor:
@@ -176,58 +155,66 @@ def kid_draws(x: torch.Tensor, y: torch.Tensor, idx: torch.Tensor, subset_size: 
     On a resampled set the generated subset is x[idx[r, p_s]]; with c = its count vector over the original samples,
     Σ_{a≠b} k(g_a, g_b) = cᵀKc − Σ_i c_i k(x_i, x_i) (pairs of *positions*, so a duplicate pair counts, as it does in
     torch-fidelity), and Σ_{a,b} k(g_a, r_b) = Σ_a h_s(idx[r, p_s[a]]) with h_s(i) = Σ_b k(x_i, y[q_s[b]]) computed
-    once.  The reference term does not depend on r.  Cost: R·S·N² for the quadratic forms, N² d for the kernel.
+    once (:func:`_kid_kernel`).  The reference term does not depend on r: S·m²·d from each q_s's own kernel.
+    Cost: R·S·N² for the quadratic forms, N²·d for the kernel, N·M·d for h: quadratic in N.
 
     Rows without repeats (the disjoint subsets of :mod:`.subsets`) go to :func:`_kid_direct` when it costs less:
-    2·R·S·m²·d, which does not grow with N (at d = 2048, m = 1 000, S = 100 it does from N ≈ 50 000 on).
+    each subset's m × m kernels, 2·R·S·m²·d, which does not grow with N (at d = 2048, m = 1 000, S = 100 and the
+    reference's M = 50 000 it is the cheaper for the full set from N ≈ 3 000 on, for the halves and the quarters
+    from N ≈ 40 000 and 50 000).
     """
-    n, m = x.shape[0], subset_size
+    n, m, d = x.shape[0], subset_size, x.shape[1]
     p, q = (t.to(x.device) for t in kid_subsets(idx.shape[1], y.shape[0], m, subsets, rng_seed))
-    direct = 2 * idx.shape[0] * subsets * m * m * x.shape[1]       # per sub-subset: bounded in N
-    if direct < n * n * (x.shape[1] + idx.shape[0] * subsets) + n * y.shape[0] * x.shape[1] \
-            and bool((counts(idx, n) <= 1).all()):
-        return _kid_direct(x, y, idx, p, q, chunk_bytes)
-    # Reference term, per subset: the count vectors are the 0/1 indicators of q_s.
+    step = _rows_per_chunk(8 * m * (m + 2 * d), chunk_bytes)
+    rr = torch.cat([_pair_sum(yb, yb) - _diag_sum(yb) for yb in (y[qb] for qb in q.split(step))]) / (m * (m - 1))
+    direct = 2 * idx.shape[0] * subsets * m * m * d                 # per sub-subset: bounded in N
+    if direct < n * n * (d + idx.shape[0] * subsets) + n * y.shape[0] * d and bool((counts(idx, n) <= 1).all()):
+        return (_kid_direct(x, y, idx, p, q, chunk_bytes) + rr).mean(1)
+    return (_kid_kernel(x, y, idx, p, q, chunk_bytes) + rr).mean(1)
+
+
+def _pair_sum(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Σ_{i,j} k(a_i, b_j) per batch entry of [B, m, d] tensors."""
+    return ((a @ b.transpose(1, 2)) / a.shape[-1] + 1).pow(3).sum((1, 2))
+
+
+def _diag_sum(a: torch.Tensor) -> torch.Tensor:
+    """Σ_i k(a_i, a_i) per batch entry of a [B, m, d] tensor."""
+    return ((a.square().sum(2) / a.shape[-1] + 1) ** 3).sum(1)
+
+
+def _kid_kernel(x, y, idx, p, q, chunk_bytes) -> torch.Tensor:
+    """[R, S] generated and cross terms of each subset's MMD², from the N × N kernel (any rows)."""
+    (n, d), (subsets, m) = x.shape, p.shape
     ind_r = counts(q, y.shape[0])
-    diag_r = (y.square().sum(1) / y.shape[1] + 1) ** 3
-    rr = (_quad_forms(y, lambda t0, t1: ind_r[t0:t1], subsets, chunk_bytes) - ind_r @ diag_r) / (m * (m - 1))
     # Cross term: h [N, S] = K(x, y) @ indicators(q)ᵀ.
     step = _rows_per_chunk(8 * y.shape[0], chunk_bytes)
     h = torch.cat([poly_kernel(xb, y) @ ind_r.T for xb in x.split(step)])
     gsub = idx[:, p]                                                  # [R, S, m] original indices
     gr = torch.stack([h[:, s][gsub[:, s]].sum(1) for s in range(subsets)], 1) / m ** 2   # [R, S]
     # Generated term: quadratic forms of the [R·S, N] count vectors.
-    diag_g = (x.square().sum(1) / x.shape[1] + 1) ** 3
+    diag_g = (x.square().sum(1) / d + 1) ** 3
     flat = gsub.reshape(-1, m)
 
     def rows(t0, t1):
         return counts(flat[t0:t1], n)
 
     gg = (_quad_forms(x, rows, flat.shape[0], chunk_bytes) - diag_g[flat].sum(1)) / (m * (m - 1))
-    return (gg.view(-1, subsets) + rr - 2 * gr).mean(1)
+    return gg.view(-1, subsets) - 2 * gr
 
 
-def _kid_direct(x: torch.Tensor, y: torch.Tensor, idx: torch.Tensor, p: torch.Tensor, q: torch.Tensor,
-                chunk_bytes: int = CHUNK_BYTES) -> torch.Tensor:
-    """:func:`kid_draws` of rows without repeats, each subset's MMD² from its own m × m kernels (torch-fidelity's
-    computation, on the rows' samples ``x[idx[r, p_s]]`` and ``y[q_s]``): 2·R·S·m²·d, whatever N."""
+def _kid_direct(x, y, idx, p, q, chunk_bytes=CHUNK_BYTES) -> torch.Tensor:
+    """[R, S] generated and cross terms of each subset's MMD² for rows without repeats, each from the subset's
+    own m × m kernels (torch-fidelity's computation, on ``x[idx[r, p_s]]`` and ``y[q_s]``): 2·R·S·m²·d, whatever N."""
     (rows, _), (subsets, m), d = idx.shape, p.shape, x.shape[1]
-
-    def pair_sum(a, b):  # Σ_{i,j} k(a_i, b_j) per batch entry
-        return ((a @ b.transpose(1, 2)) / d + 1).pow(3).sum((1, 2))
-
-    def diag_sum(a):     # Σ_i k(a_i, a_i)
-        return ((a.square().sum(2) / d + 1) ** 3).sum(1)
-
     step = _rows_per_chunk(8 * m * (m + 2 * d), chunk_bytes)
-    rr = torch.cat([pair_sum(yb, yb) - diag_sum(yb) for yb in (y[qb] for qb in q.split(step))]) / (m * (m - 1))
     flat = idx[:, p].reshape(-1, m)                                   # [R·S, m]: row r's subset s, original indices
     which = torch.arange(subsets, device=x.device).repeat(rows)
     out = torch.empty(len(flat), dtype=torch.float64, device=x.device)
     for t0 in range(0, len(flat), step):
         xb, yb = x[flat[t0:t0 + step]], y[q[which[t0:t0 + step]]]
-        out[t0:t0 + step] = (pair_sum(xb, xb) - diag_sum(xb)) / (m * (m - 1)) - 2 * pair_sum(xb, yb) / m ** 2
-    return (out.view(rows, subsets) + rr).mean(1)
+        out[t0:t0 + step] = (_pair_sum(xb, xb) - _diag_sum(xb)) / (m * (m - 1)) - 2 * _pair_sum(xb, yb) / m ** 2
+    return out.view(rows, subsets)
 
 
 # ---------------------------------------------------------------------------------------------------------------
