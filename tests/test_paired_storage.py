@@ -99,3 +99,34 @@ def test_kid_of_subsets_is_torch_fidelity_either_way():
         tf = kid_featuresdict_to_metric({"f": x[idx[r]]}, ref, "f", kid_subset_size=40, kid_subsets=5,
                                         rng_seed=2020, verbose=False)["kernel_inception_distance_mean"]
         assert float(got[r]) == pytest.approx(tf, rel=1e-9)
+
+
+@pytest.mark.slow
+def test_a_sweep_without_features_gives_the_claims_of_one_with_them(untrained_ckpt, tmp_path, compose):
+    """Two sweeps of the same cells: one keeps no per-sample features (its records hold their subset values),
+    the other keeps them and stored its values on another partition (interval seed 1), so that the report
+    recomputes its pairs from the features on the report's partition (seed 0).  The claims are the same but for
+    the features' float16 rounding, which the stored values (from the features as extracted) do not have."""
+    from ddim_bench.reporting import report
+    from ddim_bench.results.store import ResultStore
+    from ddim_bench.sweep import run as sweep
+    common = [f"checkpoint={untrained_ckpt}", "n_samples=64", "grid.steps=[2,4]", "grid.eta=[0.0,1.0]",
+              "grid.hat=false", "seeds=[0,1]", "logger.wandb.mode=disabled", "keep_images=4",
+              "metrics.isc=false", "metrics.kid=false", "metrics.prc=false"]
+    lean, full = tmp_path / "lean", tmp_path / "full"
+    sweep.run_sweep(compose("sweep", *common, f"paths.results_dir={lean}", f"hydra.run.dir={lean}/run",
+                            "metrics.keep_features=false"))
+    sweep.run_sweep(compose("sweep", *common, f"paths.results_dir={full}", f"hydra.run.dir={full}/run",
+                            "metrics.bootstrap.seed=1"))
+    assert not list((lean / "cells").glob("*.features.pt")) and not (lean / "reference").exists()
+    assert all(r["subsets"]["seed"] == 0 and len(r["subsets"]["values"]["fid"][1]) == 3
+               for r in ResultStore(str(lean)).records())
+    boot = {"replicates": 20, "level": 0.95, "seed": 0, "partitions": 16}
+    a, b = (report.make_report(str(f), bootstrap=boot)["claims"] for f in (lean, full))
+    fid = [c for c in a if c["claim"].startswith(("η = 0 beats", "at η = 0, FID"))]
+    assert len(fid) == 2 and all(c["blocks"] == 2 for c in fid)
+    assert [c["claim"] for c in a] == [c["claim"] for c in b]
+    for x, y in zip(a, b):  # measured: Δ within 0.2 %, the ends within 1.1 % of the interval's width
+        width = y["hi"] - y["lo"]
+        assert x["delta"] == pytest.approx(y["delta"], rel=0.01), x["claim"]
+        assert abs(x["lo"] - y["lo"]) < 0.03 * width and abs(x["hi"] - y["hi"]) < 0.03 * width, x["claim"]
