@@ -40,6 +40,8 @@ ERROR_CASES = [
     ("sweep", ["claims=[{a:{steps:10},b:{steps:20}}]"], "claims[0].direction is not set"),
     ("sweep", ["claims=[{a:{steps:10},b:{steps:20},direction:lower,metric:kid_mean}]", "metrics.kid=false"],
      "claims[0].metric=kid_mean"),
+    ("sweep", ["claims=[{a:{steps:10},b:{steps:20},direction:lower}]", "metrics.keep_features=false",
+               "metrics.bootstrap.replicates=0"], "claims[0] needs each cell's metrics on the intervals' subsets"),
     # list settings, one rule: no empty list (where empty means nothing), no value twice
     ("sweep", ["seeds=[]"], "seeds=[] is empty"),
     ("sweep", ["seeds=[0,0]"], "seeds=[0, 0] lists 0 twice"),

@@ -78,6 +78,7 @@ def sweep(work: Path, n: int, ref_n: int, replicates: int, timeout: float, extra
     results = work / f"results-{n}"
     args = [*common(work, ref_n), f"n_samples={n}", f"seeds=[{','.join(map(str, SEEDS))}]", "grid=demo",
             f"grid.steps=[{STEPS}]", "grid.eta=[0.0,1.0]", "grid.hat=false", "metrics=stand_in", "metrics.kid=false",
+            "metrics.keep_features=false",  # the claims read each record's subset values (--keep-features: before)
             f"metrics.bootstrap.replicates={replicates}", "sampler.batch_size=500", "keep_images=64",
             f"sweep_name=scale{n}", f"paths.results_dir={results}", f"hydra.run.dir={work / f'hydra-sweep-{n}'}",
             *extra]
@@ -143,6 +144,7 @@ def figures(sw: dict, rep: dict, rep_few: dict | None, n: int) -> dict:
     recs = sw["disk"]["records"]
     f["disk_record"] = sum(sum(r.values()) for r in recs) / len(recs)
     f["disk_features"] = sum(r.get(".features.pt", 0) for r in recs) / len(recs)
+    f["disk_json"] = sum(r["json"] for r in recs) / len(recs)
     f["disk_wandb"] = sw["disk"]["wandb"] / len(recs)
     f["disk_total"] = sw["disk"]["total"]
     f["records"] = len(recs)
@@ -176,22 +178,33 @@ def measure(work: Path, sizes, ref_n: int, replicates: int, timeout: float, extr
     return out
 
 
-def kid_interval_seconds(sizes=KID_SIZES, replicates: int = 2) -> dict:
-    """Seconds of KID's bootstrap replicates (`draws.kid_draws`, 100 subsets of 1 000, 2048-d, reference of the
-    same size as the generated set, as at paper scale) at small N: the sweep runs with KID off because these grow
-    as N² (the full kernel matrices) and would take hours at N = 50 000 on this CPU."""
+def kid_interval_seconds(sizes=KID_SIZES) -> dict:
+    """Seconds of KID's interval as a sweep computes it (``subsets.subset_metrics``: the full set, 32 halves and 64
+    quarters, each scored by torch-fidelity's 100 subsets of min(1 000, its size)), 2048-d, reference as large as
+    the generated set, at small N; the sweep above runs with KID off."""
     import torch
-    from ddim_bench.scoring.draws import kid_draws
-    from ddim_bench.scoring.uncertainty import resample_indices
+    from ddim_bench.scoring.subsets import subset_metrics
     out = {}
     for n in sizes:
         g = torch.Generator().manual_seed(n)
         x, y = (torch.rand(n, 2048, generator=g, dtype=torch.float64) for _ in range(2))
-        idx = torch.cat([torch.arange(n)[None], resample_indices(n, replicates, 0)])
         t0 = time.perf_counter()
-        kid_draws(x, y, idx, min(1000, n), 100, 2020)
+        subset_metrics({"f": x}, {"f": y}, {"kid": "f"}, ("kid",))
         out[n] = time.perf_counter() - t0
     return out
+
+
+def kid_bound_seconds(tries: int = 2) -> float:
+    """What KID's interval costs at any N from which each subset's KID is computed from its own kernels
+    (``draws._kid_direct``): 97 sets × 100 subsets × the measured seconds of one 1 000-sample subset, 2048-d."""
+    import torch
+    from ddim_bench.scoring import draws
+    g = torch.Generator().manual_seed(0)
+    x, y = (torch.rand(1000 * tries, 2048, generator=g, dtype=torch.float64) for _ in range(2))
+    p, q = draws.kid_subsets(len(x), len(y), 1000, tries, 2020)
+    t0 = time.perf_counter()
+    draws._kid_direct(x, y, torch.arange(len(x))[None], p, q)
+    return (time.perf_counter() - t0) / tries * 97 * 100
 
 
 def growth(a: float | None, b: float | None, n_a: int, n_b: int) -> str:
@@ -206,7 +219,7 @@ ROWS = [("network", "network calls (stand-in; not the harness)", "s", None),
         ("loop", "sampling loop, harness part (sampler, FID moments, feature buffers)", "s", None),
         ("gather", "features gathered to rank 0", "s", None),
         ("score", "score (FID from moments, IS, KID)", "s", None),
-        ("intervals", "intervals (bootstrap, {R} replicates)", "s", None),
+        ("intervals", "intervals (disjoint subsets; KID off)", "s", None),
         ("store", "store (torch.save, sha256, atomic writes)", "s", None),
         ("wandb", "W&B run (offline)", "s", None),
         ("harness", "harness's own time", "s", None),
@@ -219,10 +232,11 @@ ROWS = [("network", "network calls (stand-in; not the harness)", "s", None),
         ("peak_store", "  during the store", "MB", None),
         ("disk_record", "disk per record (record, kept images, features)", "MB", None),
         ("disk_features", "  of which per-sample features", "MB", None),
+        ("disk_json", "  of which the record (JSON, with its metrics on the interval subsets)", "MB", None),
         ("disk_wandb", "W&B run per record", "MB", None),
         ("disk_total", "results folder, all 6 records", "MB", None),
-        ("report_claims", "report: claims (paired bootstrap, {R} replicates)", "s", None),
-        ("report_load", "report: loading stored features", "s", None),
+        ("report_claims", "report: claims (paired, on the interval subsets)", "s", None),
+        ("report_load", "report: loading side files (features when kept, kept images)", "s", None),
         ("report_wandb", "report: W&B run", "s", None),
         ("report_wall", "report: wall time", "s", None),
         ("report_peak", "report: peak host memory", "MB", None),
@@ -231,7 +245,8 @@ GROWTH_GOAL = 1.2  # time and memory at most ~linear in N: nothing quadratic
 
 
 def derived(f: dict) -> dict:
-    mb = {k: f[k] / 2 ** 20 for k in ("disk_record", "disk_features", "disk_wandb", "disk_total")}
+    mb = {k: f[k] / 2 ** 20 for k in ("disk_record", "disk_features", "disk_json", "disk_wandb", "disk_total")
+          if k in f}
     share = {"harness_share": 100 * f["harness"] / f["gpu_cell"],
              "bookkeeping_share": 100 * f["bookkeeping"] / f["gpu_cell"]}
     ratio = {"report_records_ratio": f["report_peak"] / f["report_peak_few"]} if f.get("report_peak_few") else {}
@@ -262,19 +277,22 @@ def markdown(blob: dict) -> str:
                                                else f"exponent ≤ {GROWTH_GOAL}")
         lines.append(f"| {label.format(R=blob['replicates'], N1=f'{n1:,}')} | {unit} | {fmt(a, unit)} | "
                      f"{fmt(b, unit)} | {grows} | {goal_text} | {status} |")
-    return "\n".join(lines) + "\n" + kid_line(blob.get("kid_intervals"), n2)
+    return "\n".join(lines) + "\n" + kid_line(blob.get("kid_intervals"), n2, blob.get("kid_bound_s"))
 
 
-def kid_line(kid: dict | None, n_paper: int) -> str:
-    """KID's bootstrap replicates, measured apart (the sweep above runs with KID off): growth and extrapolation."""
+def kid_line(kid: dict | None, n_paper: int, bound: float | None = None) -> str:
+    """KID's interval, measured apart (the sweep above runs with KID off): growth, and the bound it stays under."""
     if not kid:
         return ""
     (a, ta), (b, tb) = sorted((int(k), v) for k, v in kid.items())
     e = math.log(tb / ta) / math.log(b / a)
-    return (f"\nKID intervals (`draws.kid_draws`, 100 subsets, 2048-d, reference as large as the generated set; "
-            f"not in the sweep above): {ta:.3g} s at N = {a:,}, {tb:.3g} s at N = {b:,}: growth exponent {e:.2f} "
-            f"(goal ≤ {GROWTH_GOAL}: {'PASS' if e <= GROWTH_GOAL else 'MISS'}); at that rate "
-            f"{tb * (n_paper / b) ** e:.3g} s a record at N = {n_paper:,}.\n")
+    at_paper = tb * (n_paper / b) ** e
+    tail = "" if bound is None else (f"; from N ≈ 40 000 on each subset's KID comes from its own kernels, "
+                                     f"{bound:.3g} s a record whatever N (measured: 97 × 100 subsets of 1 000)")
+    return (f"\nKID interval (`subsets.subset_metrics`, KID only: 97 sets × 100 subsets, 2048-d, reference as large "
+            f"as the generated set; not in the sweep above): {ta:.3g} s at N = {a:,}, {tb:.3g} s at N = {b:,}: "
+            f"growth exponent {e:.2f} below N ≈ 40 000 (the kernel path); at that rate {at_paper:.3g} s at "
+            f"N = {n_paper:,}{tail}.\n")
 
 
 def main(argv=None) -> dict:
@@ -288,15 +306,18 @@ def main(argv=None) -> dict:
     ap.add_argument("--sweep-override", action="append", default=[], metavar="KEY=VALUE",
                     help="more sweep overrides, e.g. metrics.kid_subsets=5 for a smoke run")
     ap.add_argument("--timeout", type=float, default=3600, help="seconds allowed to each app run")
+    ap.add_argument("--keep-features", action="store_true",
+                    help="keep per-sample features beside each record (as before the records kept subset values)")
     a = ap.parse_args(argv)
     sizes = tuple(a.sizes or SIZES["quick" if a.quick else "full"])
     import tempfile
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(a.work or tmp)
-        found = measure(work, sizes, a.reference or sizes[-1], a.replicates, a.timeout, a.sweep_override)
-    kid = kid_interval_seconds(KID_SIZES if not a.quick else (500, 1_000), a.replicates)
-    blob = {"sizes": list(sizes), "replicates": a.replicates, "overrides": a.sweep_override, "kid_intervals": kid,
-            "figures": {str(k): v for k, v in found.items()}}
+        extra = [*a.sweep_override, *(["metrics.keep_features=true"] if a.keep_features else [])]
+        found = measure(work, sizes, a.reference or sizes[-1], a.replicates, a.timeout, extra)
+    kid = kid_interval_seconds(KID_SIZES if not a.quick else (500, 1_000))
+    blob = {"sizes": list(sizes), "replicates": a.replicates, "overrides": extra, "kid_intervals": kid,
+            "kid_bound_s": None if a.quick else kid_bound_seconds(), "figures": {str(k): v for k, v in found.items()}}
     os.makedirs(os.path.dirname(a.json) or ".", exist_ok=True)
     Path(a.json).write_text(json.dumps(blob, indent=1))
     print(markdown(blob))

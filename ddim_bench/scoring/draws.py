@@ -155,7 +155,7 @@ def kid_draws(x: torch.Tensor, y: torch.Tensor, idx: torch.Tensor, subset_size: 
     On a resampled set the generated subset is x[idx[r, p_s]]; with c = its count vector over the original samples,
     Σ_{a≠b} k(g_a, g_b) = cᵀKc − Σ_i c_i k(x_i, x_i) (pairs of *positions*, so a duplicate pair counts, as it does in
     torch-fidelity), and Σ_{a,b} k(g_a, r_b) = Σ_a h_s(idx[r, p_s[a]]) with h_s(i) = Σ_b k(x_i, y[q_s[b]]) computed
-    once (:func:`_kid_kernel`).  The reference term does not depend on r: S·m²·d from each q_s's own kernel.
+    once (:func:`_kid_kernel`).  The reference term does not depend on r (:func:`_reference_term`).
     Cost: R·S·N² for the quadratic forms, N²·d for the kernel, N·M·d for h: quadratic in N.
 
     Rows without repeats (the disjoint subsets of :mod:`.subsets`) go to :func:`_kid_direct` when it costs less:
@@ -165,8 +165,7 @@ def kid_draws(x: torch.Tensor, y: torch.Tensor, idx: torch.Tensor, subset_size: 
     """
     n, m, d = x.shape[0], subset_size, x.shape[1]
     p, q = (t.to(x.device) for t in kid_subsets(idx.shape[1], y.shape[0], m, subsets, rng_seed))
-    step = _rows_per_chunk(8 * m * (m + 2 * d), chunk_bytes)
-    rr = torch.cat([_pair_sum(yb, yb) - _diag_sum(yb) for yb in (y[qb] for qb in q.split(step))]) / (m * (m - 1))
+    rr = _reference_term(y, q, chunk_bytes)
     direct = 2 * idx.shape[0] * subsets * m * m * d                 # per sub-subset: bounded in N
     if direct < n * n * (d + idx.shape[0] * subsets) + n * y.shape[0] * d and bool((counts(idx, n) <= 1).all()):
         return (_kid_direct(x, y, idx, p, q, chunk_bytes) + rr).mean(1)
@@ -181,6 +180,18 @@ def _pair_sum(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 def _diag_sum(a: torch.Tensor) -> torch.Tensor:
     """Σ_i k(a_i, a_i) per batch entry of a [B, m, d] tensor."""
     return ((a.square().sum(2) / a.shape[-1] + 1) ** 3).sum(1)
+
+
+def _reference_term(y: torch.Tensor, q: torch.Tensor, chunk_bytes: int) -> torch.Tensor:
+    """[S] Σ_{a≠b} k(r_a, r_b) / (m(m − 1)) of each reference subset q_s: from the M × M kernel's quadratic forms
+    or from each subset's own m × m kernel, whichever costs less (M²(d + S) or S·m²·d)."""
+    (subsets, m), (big_m, d) = q.shape, y.shape
+    if big_m * big_m * (d + subsets) < subsets * m * m * d:
+        ind = counts(q, big_m)
+        diag = (y.square().sum(1) / d + 1) ** 3
+        return (_quad_forms(y, lambda t0, t1: ind[t0:t1], subsets, chunk_bytes) - ind @ diag) / (m * (m - 1))
+    step = _rows_per_chunk(8 * m * (m + 2 * d), chunk_bytes)
+    return torch.cat([_pair_sum(yb, yb) - _diag_sum(yb) for yb in (y[qb] for qb in q.split(step))]) / (m * (m - 1))
 
 
 def _kid_kernel(x, y, idx, p, q, chunk_bytes) -> torch.Tensor:
