@@ -44,7 +44,7 @@ def test_every_row_has_numbers(run):
         # the network ran 10 steps a record (the stand-in is called once per batch of 500 a step)
         assert f["network"] > 0 and f["extract"] > 0 and f["harness"] > f["store"] > 0
         assert f["gpu_cell"] == pytest.approx(n * 10 * 12.4e9 / (0.4 * 989e12))
-    assert "KID intervals" in table and all(v > 0 for v in blob["kid_intervals"].values())
+    assert "KID interval" in table and all(v > 0 for v in blob["kid_intervals"].values())
 
 
 @pytest.mark.slow
@@ -56,10 +56,20 @@ def test_disk_figures_are_the_files(run):
         files = [p for p in cells.iterdir() if p.is_file() and not p.name.endswith(".lock")
                  and not p.name.startswith(".")]
         assert f["disk_record"] * f["records"] == pytest.approx(sum(p.stat().st_size for p in files))
-        feats = sum(p.stat().st_size for p in files if p.name.endswith(".features.pt"))
-        assert f["disk_features"] * 6 == pytest.approx(feats)
-        # float16 features of the two layers (2048 + 1008) of n samples, and little else
-        assert 2 * 3056 * n < f["disk_features"] < 2 * 3056 * n * 1.01
+        # no per-sample features (before: 2 × 3 056 bytes a sample): each record holds what the paired claims read,
+        # its metrics on the interval's subsets (FID on 224, IS on 96), at full precision, in under 16 KB
+        assert f["disk_features"] == 0 and not [p for p in files if p.name.endswith(".features.pt")]
+        docs = [json.loads(p.read_text()) for p in files if p.name.endswith(".json")]
+        assert len(docs) == 6 and f["disk_json"] * 6 == pytest.approx(sum(p.stat().st_size for p in files
+                                                                           if p.name.endswith(".json")))
+        for doc in docs:
+            sub = doc["record"]["subsets"]
+            assert (sub["n"], sub["partitions"]) == (n, 16)
+            assert [len(v) for v in sub["values"]["fid"][1]] == [32, 64, 128]
+            assert [len(v) for v in sub["values"]["is_mean"][1]] == [32, 64]
+        assert f["disk_json"] < 16 * 1024
+        claims = (tmp / "work" / f"results-{n}" / "report" / "claims.md").read_text()  # from those values alone
+        assert "| FID(η=0) − FID(η=1) at S=10 |" in claims and " | 3 | " in claims, claims
 
 
 @pytest.mark.slow
@@ -70,6 +80,6 @@ def test_memory_readings(run):
         stages = [f[k] for k in ("peak_setup", "peak_sample", "peak_score", "peak_intervals", "peak_store")]
         assert all(100 < p <= f["sweep_peak"] for p in stages), stages
         assert 100 < f["report_peak_claims"] <= f["report_peak"]
-    # the report on 6 records holds no more than on 2 (features are loaded a pair of cells at a time)
+    # the report on 6 records holds no more than on 2 (it reads each record's subset values, no features)
     first = blob["figures"][str(SIZES[0])]
     assert first["report_peak"] / first["report_peak_few"] < 1.15
