@@ -69,7 +69,8 @@ def measured_fields(scores: dict, intervals: dict, *, n_samples: int, n_scored: 
     """A record's measured part: the scores and their intervals, the metrics on the intervals' subsets
     (:func:`subset_fields`), and what the cell cost (``seconds``: the sampling wall time, the slowest rank's;
     ``timings``: the scoring stages' seconds)."""
-    return {**scores, **intervals, **({"subsets": subsets} if subsets else {}), "n_scored": n_scored, "seconds": seconds, "sec_per_image": seconds / n_samples,
+    return {**scores, **intervals, **({"subsets": subsets} if subsets else {}), "n_scored": n_scored,
+            "seconds": seconds, "sec_per_image": seconds / n_samples,
             "images_per_sec": n_samples / max(seconds, 1e-9), "nfe": nfe, "nfe_predicted": nfe_predicted,
             "flops_per_image": None if flops_per_call is None else flops_per_call * nfe,
             "peak_mem_mb": peak_mem_mb, "world_size": world_size, "device": device, "device_name": device_name,
