@@ -237,7 +237,8 @@ def _kid_kernel(x, y, idx, p, q, chunk_bytes) -> torch.Tensor:
 
 def _kid_direct(x, y, idx, p, q, chunk_bytes=CHUNK_BYTES) -> torch.Tensor:
     """[R, S] generated and cross terms of each subset's MMD² for rows without repeats, each from the subset's
-    own m × m kernels (torch-fidelity's computation, on ``x[idx[r, p_s]]`` and ``y[q_s]``): 2·R·S·m²·d, whatever N."""
+    own m × m kernels (torch-fidelity's computation, on ``x[idx[r, p_s]]`` and ``y[q_s]``): 2·R·S·m²·d,
+    whatever N."""
     (rows, _), (subsets, m), d = idx.shape, p.shape, x.shape[1]
     step = _rows_per_chunk(8 * m * (m + 2 * d), chunk_bytes)
     flat = idx[:, p].reshape(-1, m)                                   # [R·S, m]: row r's subset s, original indices
