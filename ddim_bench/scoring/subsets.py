@@ -80,11 +80,11 @@ def _intercept(u: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
     return (torch.linalg.pinv(x)[0] * f).sum(-1)
 
 
-def fd_infinity(value: float, n: int, values: list[torch.Tensor], d: int) -> float | None:
-    """FD∞ from the full set's FID and the mean FID over each level of the nested subsets in ``values`` whose
-    subsets hold more samples than the ``d`` feature dimensions (below that a subset's covariance is singular and
-    its FID leaves the 1/m regime); None when fewer than 2 such levels are left (the quadratic needs 3 points)."""
-    sizes = [n // 2 ** len(values) * 2 ** (len(values) - j) for j in range(1, len(values) + 1)]
+def fd_infinity(value: float, n: int, values: list[torch.Tensor], sizes: list[int], d: int) -> float | None:
+    """FD∞ from the full set's FID and the mean FID over each level of the nested subsets in ``values`` (of
+    ``sizes`` samples) whose subsets hold more samples than the ``d`` feature dimensions (below that a subset's
+    covariance is singular and its FID leaves the 1/m regime); None when fewer than 2 such levels are left (the
+    quadratic needs 3 points)."""
     kept = [(m, v) for m, v in zip(sizes, values) if m > d]
     if len(kept) < 2:
         return None
@@ -122,6 +122,7 @@ def _family_values(gen, ref, layers, family, idx_levels, device, kw):
 
 
 DF_PER_PARTITION = 0.4
+FD_PARTITIONS = 4  # partitions whose eighths feed FD∞'s mean at N/8 (the SE only uses halves and quarters)
 MIN_SAMPLES = 32  # the smallest N given subset intervals (eighths of 4 samples); below it the bootstrap
 
 
@@ -133,6 +134,15 @@ def _bootstrap(gen, ref, layers, family, level, seed, device, kw) -> dict[str, U
     return res
 
 
+def _levels_needed(idx: list[torch.Tensor], family: str, d: int) -> list[torch.Tensor]:
+    """The halves and quarters (the SE); the eighths only for FID when they hold more than d samples (FD∞'s
+    third point), and of the first :data:`FD_PARTITIONS` partitions only: FD∞ uses their mean, not their
+    variance, and each eighth costs an eigen-decomposition of min(N/8, d)."""
+    if family != "fid" or idx[2].shape[1] <= d:
+        return idx[:2]
+    return idx[:2] + [idx[2][:FD_PARTITIONS * 8]]
+
+
 def subset_metrics(gen: dict, ref: dict, layers: dict[str, str], metrics=("fid", "kid", "isc", "prc"),
                    partitions: int = 16, level: float = 0.95, seed: int = 0, device="cpu",
                    kid_subset_size: int = 1000, kid_subsets: int = 100, isc_splits: int = 10,
@@ -140,8 +150,8 @@ def subset_metrics(gen: dict, ref: dict, layers: dict[str, str], metrics=("fid",
     """Intervals of :func:`ddim_bench.scoring.uncertainty.bootstrap_metrics`' keys by this module's method,
     plus "fid_inf" (FD∞ and its interval) when FID is asked for.  Each ``Interval.se`` is the standard error.
 
-    ``values``, when given, receives each key's ``(full-set value, [[values of level 1's subsets], …])`` (FID:
-    3 levels, the others 2), the subsets of ``subset_indices(N, partitions, 3, seed)``: what a paired
+    ``values``, when given, receives each key's ``(full-set value, [[values of level 1's subsets], …])`` (the
+    halves and quarters; FID also the eighths of :func:`_levels_needed`, when FD∞ uses them), the subsets of ``subset_indices(N, partitions, 3, seed)``: what a paired
     difference with another cell on the same subsets needs (:func:`paired_from_values`)."""
     U.check_level(level)
     metrics = (metrics,) if isinstance(metrics, str) else tuple(metrics)
@@ -155,16 +165,16 @@ def subset_metrics(gen: dict, ref: dict, layers: dict[str, str], metrics=("fid",
         if n < MIN_SAMPLES:  # eighths of fewer than 4 samples: the centred bootstrap, no FD∞
             out.update(_bootstrap(gen, ref, layers, family, level, seed, device, kw))
             continue
-        idx = subset_indices(n, partitions, LEVELS, seed)
-        full, per_level = _family_values(gen, ref, layers, family, idx if family == "fid" else idx[:2], device, kw)
+        d = gen[U.layer_of(layers, family)].shape[1]
+        idx = _levels_needed(subset_indices(n, partitions, LEVELS, seed), family, d)
+        full, per_level = _family_values(gen, ref, layers, family, idx, device, kw)
         for key, value in full.items():
             if values is not None:
                 values[key] = (value, [v.tolist() for v in per_level[key]])
-            v = level_variances(per_level[key], partitions)
+            v = level_variances(per_level[key][:2], partitions)
             df = degrees_of_freedom(partitions)
             out[key] = normal_interval(key, value, extrapolated_se(v[0], v[1]), level, df)
-            fd = fd_infinity(value, n, per_level[key], gen[U.layer_of(layers, family)].shape[1]) \
-                if key == "fid" else None
+            fd = fd_infinity(value, n, per_level[key], [t.shape[1] for t in idx], d) if key == "fid" else None
             if fd is not None:
                 out["fid_inf"] = normal_interval("fid", fd, out[key].se, level, df)
     return out
