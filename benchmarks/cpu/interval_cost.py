@@ -3,10 +3,12 @@
 Measures on this machine (float64, the threads given): one 2048-d ``eigvalsh``, the matmul rate, and
 ``subset_metrics(fid)`` (SE + FD∞) at a small N beside the old percentile bootstrap's FID at the same N; checks
 a cost model (a subset of k samples costs min(k, d)·k·d multiply-adds for its covariance or Gram matrix and
-one eigen-decomposition of min(k, d); 4 N d² for the whitened features) against the measured time, then
-extrapolates it to N = 50 000 and divides by an assumed GPU cell time (stated; not measured here).
+one eigen-decomposition of min(k, d); 2 N d² per level for the whitened features) against the measured time,
+then extrapolates it to N = 50 000 and divides by an assumed GPU cell time (stated; not measured here).
+Side by side: at N/8 > d (as at N = 50 000, d = 2048) the eighths of every partition (before) against those of
+``FD_PARTITIONS`` partitions (now: FD∞ uses only their mean), measured at a smaller d, and both extrapolated.
 
-    python -m benchmarks.cpu.interval_cost [--n 1024] [--partitions 16]
+    python -m benchmarks.cpu.interval_cost [--n 1024] [--partitions 16] [--check-n 4104 --check-d 256]
 """
 from __future__ import annotations
 
@@ -37,15 +39,29 @@ def timed(fn, repeats=3) -> float:
     return statistics.median(times)
 
 
-def model(n: int, partitions: int, flops_rate: float, eig_s) -> float:
-    """Seconds of subset_metrics(fid) under the cost model (``eig_s(k)``: one eigvalsh of size k)."""
-    flops = 4 * 2 * n * D * D                                      # whitened features, once per level + full
-    t = 0.0
+def model(n: int, partitions: int, flops_rate: float, eig_s, d: int = D, eighths: int | None = None) -> float:
+    """Seconds of subset_metrics(fid) under the cost model (``eig_s(k)``: one eigvalsh of size k); the eighths
+    of ``eighths`` partitions (default :data:`S.FD_PARTITIONS`; none when N/8 <= d: FD∞ does not use them)."""
+    eighths = min(partitions, S.FD_PARTITIONS if eighths is None else eighths)
+    flops, t = 0.0, 0.0
     for j in range(1, 4):
         k = n // 8 * 8 // 2 ** j
-        flops += partitions * 2 ** j * 2 * min(k, D) * k * D
-        t += partitions * 2 ** j * eig_s(min(k, D))
-    return t + eig_s(D) + flops / flops_rate
+        parts = partitions if j < 3 else (eighths if k > d else 0)
+        flops += 2 * n * d * d * (parts > 0) + parts * 2 ** j * 2 * min(k, d) * k * d   # whitening + covariances
+        t += parts * 2 ** j * eig_s(min(k, d))
+    return t + eig_s(d) + (flops + 2 * n * d * d) / flops_rate
+
+
+def side_by_side(n: int, d: int, partitions: int, g) -> tuple[float, float]:
+    """subset_metrics(fid) at N, d (N/8 > d, the regime of N = 50 000 with 2048-d features) with the eighths of
+    every partition (before) and of FD_PARTITIONS (now): seconds, measured one after the other."""
+    ref = {"f": torch.randn(4 * d, d, generator=g, dtype=torch.float64)}
+    gen = {"f": torch.randn(n, d, generator=g, dtype=torch.float64) * 1.1 + 0.05}
+    U.bootstrap_metrics(gen, ref, LAYERS, ("fid",), replicates=1)        # the reference's √Σ, once for both
+    now, S.FD_PARTITIONS = S.FD_PARTITIONS, partitions
+    before = timed(lambda: S.subset_metrics(gen, ref, LAYERS, ("fid",), partitions=partitions), 1)
+    S.FD_PARTITIONS = now
+    return before, timed(lambda: S.subset_metrics(gen, ref, LAYERS, ("fid",), partitions=partitions), 1)
 
 
 def main(argv=None) -> None:
@@ -53,6 +69,8 @@ def main(argv=None) -> None:
     p.add_argument("--n", type=int, default=1024)
     p.add_argument("--partitions", type=int, default=16)
     p.add_argument("--replicates", type=int, default=20, help="bootstrap replicates timed (scaled to 200)")
+    p.add_argument("--check-n", type=int, default=4104, help="N of the side-by-side run (N/8 > --check-d)")
+    p.add_argument("--check-d", type=int, default=256)
     a = p.parse_args(argv)
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
     g = torch.Generator().manual_seed(0)
@@ -74,12 +92,17 @@ def main(argv=None) -> None:
     print(f"N = {a.n}, d = {D}: subsets (SE + FD∞, {a.partitions} partitions) {sub:.1f} s "
           f"(model {model(a.n, a.partitions, rate, eig_s):.1f} s); bootstrap FID, 200 replicates "
           f"{boot200:.1f} s (from {a.replicates}); ratio bootstrap / subsets {boot200 / sub:.1f}")
-    cpu = model(50_000, a.partitions, rate, eig_s)
-    gpu = model(50_000, a.partitions, GPU_FP64_FLOPS, lambda k: GPU_EIG_S * (k / D) ** 3)
-    print(f"N = 50 000, d = {D}: this CPU {cpu:.0f} s; a GPU (assumed {GPU_FP64_FLOPS / 1e12:.0f} TFLOP/s float64, "
-          f"{GPU_EIG_S * 1e3:.0f} ms per {D}-d eigvalsh) {gpu:.1f} s")
-    for steps, cell in CELL_GPU_S.items():
-        print(f"  cell at S = {steps} (assumed {cell:.0f} s on the GPU): intervals + FD∞ add {gpu / cell:.1%}")
+    before, now = side_by_side(a.check_n, a.check_d, a.partitions, g)
+    print(f"N = {a.check_n}, d = {a.check_d} (N/8 > d): eighths of all {a.partitions} partitions {before:.1f} s, "
+          f"of {S.FD_PARTITIONS} {now:.1f} s (model {model(a.check_n, a.partitions, rate, eig_s, a.check_d, a.partitions):.1f}"
+          f" / {model(a.check_n, a.partitions, rate, eig_s, a.check_d):.1f} s); ratio {before / now:.2f}")
+    gpu_eig = lambda k: GPU_EIG_S * (k / D) ** 3                     # noqa: E731
+    for label, eighths in (("before", a.partitions), ("now", None)):
+        cpu = model(50_000, a.partitions, rate, eig_s, D, eighths)
+        gpu = model(50_000, a.partitions, GPU_FP64_FLOPS, gpu_eig, D, eighths)
+        print(f"{label}: N = 50 000, d = {D}: this CPU {cpu:.0f} s; a GPU (assumed {GPU_FP64_FLOPS / 1e12:.0f} "
+              f"TFLOP/s float64, {GPU_EIG_S * 1e3:.0f} ms per {D}-d eigvalsh) {gpu:.1f} s; "
+              + "; ".join(f"cell at S = {st} (assumed {c:.0f} s): + {gpu / c:.1%}" for st, c in CELL_GPU_S.items()))
 
 
 if __name__ == "__main__":
