@@ -80,6 +80,34 @@ def test_fd_infinity_reaches_the_analytic_limit():
     assert "fid_inf" not in res                 # quarters of 62 < d = 64 samples: no FD∞
 
 
+def test_eighths_only_where_fd_infinity_uses_them(monkeypatch):
+    """The SE comes from halves and quarters; the eighths only feed FD∞'s mean (FID, N/8 > d), of FD_PARTITIONS
+    partitions: the trimmed computation gives the SE of all levels and FD∞ from those partitions' eighths."""
+    cfg = C.Config(d=8, n=400, m_ref=500)
+    gen, ref = C.draw(cfg, torch.Generator().manual_seed(2)), C.reference(cfg)
+    kw = dict(kid_subset_size=1000, kid_subsets=100, isc_splits=10, rng_seed=2020)
+    idx = S.subset_indices(400, 16, 3, seed=0)
+    full, per_level = S._family_values(gen, ref, C.LAYERS, "fid", idx, "cpu", kw)
+    v = S.level_variances(per_level["fid"], 16)
+    eighths = [per_level["fid"][0], per_level["fid"][1], per_level["fid"][2][:S.FD_PARTITIONS * 8]]
+    res = S.subset_metrics(gen, ref, C.LAYERS, ("fid",), seed=0)
+    assert res["fid"].se == pytest.approx(S.extrapolated_se(v[0], v[1]), rel=1e-12)
+    assert res["fid_inf"].value == pytest.approx(S.fd_infinity(full["fid"], 400, eighths, [200, 100, 50], 8),
+                                                 rel=1e-12)
+    assert res["fid_inf"].value != pytest.approx(S.fd_infinity(full["fid"], 400, per_level["fid"], [200, 100, 50], 8),
+                                                 rel=1e-9)                        # not all 16 partitions' eighths
+    sizes = []
+    real = S._family_values
+    monkeypatch.setattr(S, "_family_values", lambda g, r, la, fam, lv, *a: sizes.append((fam, [
+        tuple(t.shape) for t in lv])) or real(g, r, la, fam, lv, *a))
+    S.subset_metrics(gen, ref, C.LAYERS, ("fid", "kid", "prc"), seed=0)
+    S.subset_metrics({"f": gen["f"][:128]}, ref, C.LAYERS, ("fid",), seed=0)          # eighths of 16 = 2 d
+    S.subset_metrics({"f": gen["f"][:64]}, ref, C.LAYERS, ("fid",), seed=0)           # eighths of 8 = d: none
+    assert sizes == [("fid", [(32, 200), (64, 100), (32, 50)]), ("kid", [(32, 200), (64, 100)]),
+                     ("prc", [(32, 200), (64, 100)]), ("fid", [(32, 64), (64, 32), (32, 16)]),
+                     ("fid", [(32, 32), (64, 16)])]
+
+
 def test_power_and_blocks_to_settle():
     p = S.power(delta=0.5, se=1.0, blocks=3, n=500)
     assert p["detectable"] == pytest.approx(1.959964 + 0.841621, rel=1e-5)

@@ -93,9 +93,9 @@ def main(argv=None) -> None:
           f"(model {model(a.n, a.partitions, rate, eig_s):.1f} s); bootstrap FID, 200 replicates "
           f"{boot200:.1f} s (from {a.replicates}); ratio bootstrap / subsets {boot200 / sub:.1f}")
     before, now = side_by_side(a.check_n, a.check_d, a.partitions, g)
+    models = [model(a.check_n, a.partitions, rate, eig_s, a.check_d, e) for e in (a.partitions, None)]
     print(f"N = {a.check_n}, d = {a.check_d} (N/8 > d): eighths of all {a.partitions} partitions {before:.1f} s, "
-          f"of {S.FD_PARTITIONS} {now:.1f} s (model {model(a.check_n, a.partitions, rate, eig_s, a.check_d, a.partitions):.1f}"
-          f" / {model(a.check_n, a.partitions, rate, eig_s, a.check_d):.1f} s); ratio {before / now:.2f}")
+          f"of {S.FD_PARTITIONS} {now:.1f} s (model {models[0]:.1f} / {models[1]:.1f} s); ratio {before / now:.2f}")
     gpu_eig = lambda k: GPU_EIG_S * (k / D) ** 3                     # noqa: E731
     for label, eighths in (("before", a.partitions), ("now", None)):
         cpu = model(50_000, a.partitions, rate, eig_s, D, eighths)
