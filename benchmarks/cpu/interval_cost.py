@@ -59,8 +59,10 @@ def side_by_side(n: int, d: int, partitions: int, g) -> tuple[float, float]:
     gen = {"f": torch.randn(n, d, generator=g, dtype=torch.float64) * 1.1 + 0.05}
     U.bootstrap_metrics(gen, ref, LAYERS, ("fid",), replicates=1)        # the reference's √Σ, once for both
     now, S.FD_PARTITIONS = S.FD_PARTITIONS, partitions
-    before = timed(lambda: S.subset_metrics(gen, ref, LAYERS, ("fid",), partitions=partitions), 1)
-    S.FD_PARTITIONS = now
+    try:
+        before = timed(lambda: S.subset_metrics(gen, ref, LAYERS, ("fid",), partitions=partitions), 1)
+    finally:
+        S.FD_PARTITIONS = now
     return before, timed(lambda: S.subset_metrics(gen, ref, LAYERS, ("fid",), partitions=partitions), 1)
 
 

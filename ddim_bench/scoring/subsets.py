@@ -26,13 +26,13 @@ paired; *seed blocks* are independent: SE(mean of B blocks) = √(Σ SE_b²) / B
 *FD∞* (Chong & Forsyth, CVPR 2020): FID's bias is ≈ β/m, so FID against 1/m is close to a line whose intercept
 is the FID of infinitely many samples.  The points are (1/N, FID) and (1/m_j, mean FID over level j's subsets);
 FD∞ is the intercept of their least-squares fit.  Only FD∞ uses the eighths, and only their mean, so they are
-computed for FID alone and of ``FD_PARTITIONS`` partitions (the sd of FD∞ over blocks moved by < 1 %).  Chong & Forsyth fit a line over N = 5 000 … 50 000; over
-N/8 … N the curvature of the bias in 1/m shows where m/d is small (d = 64, N = 1 000: a line gives −19 % of the
-analytic limit, a quadratic −0.2 %), so the fit here is quadratic in 1/m, over the subsets of more than d
-samples (at least N/4 > d: below that a subset's covariance is singular; d = 64, N = 250 gives +36 %, so no
-FD∞ is given).  Its SE is FID's: the fit removes the bias, a function of N, and keeps FID's draw-to-draw
-fluctuation (measured: sd of FD∞ over blocks = 1.00 × FID's at d = 64, N = 1 000; a per-half estimate was
-1.5 × too wide).
+computed for FID alone and of ``FD_PARTITIONS`` partitions (the sd of FD∞ over blocks moved by < 1 %).
+Chong & Forsyth fit a line over N = 5 000 … 50 000; over N/8 … N the curvature of the bias in 1/m shows where
+m/d is small (d = 64, N = 1 000: a line gives −19 % of the analytic limit, a quadratic −0.2 %), so the fit here
+is quadratic in 1/m, over the subsets of more than d samples (at least N/4 > d: below that a subset's
+covariance is singular; d = 64, N = 250 gives +36 %, so no FD∞ is given).  Its SE is FID's: the fit removes
+the bias, a function of N, and keeps FID's draw-to-draw fluctuation (measured: sd of FD∞ over blocks = 1.00 ×
+FID's at d = 64, N = 1 000; a per-half estimate was 1.5 × too wide).
 """
 from __future__ import annotations
 
