@@ -57,6 +57,13 @@ def test_coverage_of_fid_and_paired_differences():
     assert pair["combined"]["coverage"] >= 0.9, pair
 
 
+def test_coverage_of_kid():
+    """KID's subset SE tracks its spread (the bootstrap's was 1.9 × at N = 250, docs/intervals.md)."""
+    cfg = C.Config(d=16, n=128, blocks=60, mc=60, m_ref=1000)
+    kid = C.per_record(cfg, "kid", kid=dict(kid_subset_size=100, kid_subsets=10))["kid_mean"]
+    assert 0.7 <= kid["se_ratio"] <= 1.3 and kid["coverage"] >= 0.9, kid
+
+
 def test_bootstrap_is_what_the_subsets_fixed():
     """The same simulation measures the percentile bootstrap's SE far above the spread (the issue's 1.43 ×)."""
     cfg = C.Config(d=16, n=128, blocks=20, mc=20, m_ref=1000)

@@ -90,7 +90,7 @@ def interval_of(method: str, gen: dict, ref: dict, family: str, kw: dict, seed: 
 def per_record(cfg: Config, family: str, method: str = "subsets", partitions: int = 16, replicates: int = 200,
                kid: dict | None = None) -> dict[str, dict]:
     """{key: summary} of one metric family's per-record intervals (and FD∞ for FID by ``subsets``)."""
-    kw = dict(kid_subset_size=1000, kid_subsets=100, isc_splits=10, rng_seed=2020, **(kid or {}))
+    kw = {**dict(kid_subset_size=1000, kid_subsets=100, isc_splits=10, rng_seed=2020), **(kid or {})}
     ref, g = reference(cfg), torch.Generator().manual_seed(cfg.seed)
     ivs: dict[str, list] = {}
     pts: dict[str, list] = {}
