@@ -2,6 +2,7 @@
 ``benchmarks/cpu/interval_coverage.py``), FD∞ against the analytic Fréchet distance, the power of a claim, and
 records written before FD∞ / stored SEs."""
 import math
+import statistics
 
 import pytest
 import torch
@@ -152,3 +153,12 @@ def test_old_records_load_without_fd_infinity():
     half = rows[0]["fid_inf_hi"] - rows[0]["fid_inf"]
     assert 1.96 * 0.1 / math.sqrt(2) < half < 2.2 * 0.1 / math.sqrt(2)   # Student t, 12.8 degrees of freedom
     assert "FD∞" in table1.markdown(rows, new, None, "p")
+
+
+def test_coverage_over_a_cells_seed_blocks():
+    """The real-model row: each block's interval against the mean over blocks, SE over the sd across blocks."""
+    recs = [{"fid": v, "fid_lo": v - 1.2, "fid_hi": v + 1.2, "fid_se": 0.5, "recall": 0.5} for v in (1., 2., 3., 4.)]
+    row = C.over_blocks(recs + [{"fid": 9.0, "fid_lo": 8.0, "fid_hi": 10.0}])    # no SE: a record before SEs
+    assert set(row) == {"fid"} and row["fid"]["blocks"] == 4                    # recall has no interval here
+    assert row["fid"]["coverage"] == 0.5 and row["fid"]["mean"] == 2.5        # [0.8, 3.2] and [1.8, 4.2] hold it
+    assert row["fid"]["se_ratio"] == pytest.approx(0.5 / statistics.stdev([1, 2, 3, 4]))

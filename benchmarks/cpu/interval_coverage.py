@@ -8,6 +8,10 @@ Carlo; FD∞ against the analytic Fréchet distance).  Goal: coverage 93–97 %,
     python -m benchmarks.cpu.interval_coverage                       # the subset method, every row of docs/intervals.md
     python -m benchmarks.cpu.interval_coverage --method bootstrap    # the percentile bootstrap it replaced
     python -m benchmarks.cpu.interval_coverage --d 64 --n 250 --families fid paired --blocks 50   # a part
+    python -m benchmarks.cpu.interval_coverage --records RESULTS_DIR   # a sweep's seed blocks of one cell
+
+``--records``: the row on a real model, from a sweep of one cell over many seed blocks (``grid=none``,
+``seeds=[0,…,29]``): each block's interval against the mean over blocks.
 """
 from __future__ import annotations
 
@@ -39,6 +43,19 @@ def rows(method: str, d: int, n: int, family: str, blocks: int, partitions: int,
     return out
 
 
+def record_rows(results_dir: str) -> list[str]:
+    """One row per metric of the single cell whose seed blocks are stored under ``results_dir``."""
+    from ddim_bench.results.store import ResultStore
+    recs = ResultStore(results_dir).records()
+    cells = {tuple(r.get(k) for k in ("sampler", "steps", "eta", "variance", "skip", "n_samples")) for r in recs}
+    if len(cells) != 1 or len(recs) < 3:
+        raise SystemExit(f"--records: need one cell's records of >= 3 seed blocks under {results_dir}/cells, "
+                         f"got {len(recs)} records of {len(cells)} cells")
+    (cell,) = cells
+    return [f"| {cell} | {r['blocks']} blocks | {k} | {r['coverage']:.1%} of the mean | SE / sd {r['se_ratio']:.2f} "
+            f"| mean {r['mean']:.4g} | sd {r['sd']:.4g} |" for k, r in C.over_blocks(recs).items()]
+
+
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--method", choices=("subsets", "bootstrap"), default="subsets")
@@ -48,7 +65,11 @@ def main(argv=None) -> None:
     p.add_argument("--blocks", type=int, default=200)
     p.add_argument("--partitions", type=int, default=16)
     p.add_argument("--replicates", type=int, default=200, help="bootstrap replicates (--method bootstrap)")
+    p.add_argument("--records", help="a results folder: the coverage row of its one cell's seed blocks")
     a = p.parse_args(argv)
+    if a.records:
+        print("\n".join(record_rows(a.records)))
+        return
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
     print(HEADER, flush=True)
     for d in a.d:

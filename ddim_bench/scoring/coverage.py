@@ -136,3 +136,22 @@ def paired(cfg: Config, method: str = "subsets", partitions: int = 16, replicate
     comb_sum = _summary(pts, truth, comb, z)
     comb_sum.update(sd=comb_sd, se_ratio=statistics.median(c.se for c in comb) / comb_sd)
     return {"delta": _summary(pts, truth, ivs, z), "combined": comb_sum}
+
+
+def over_blocks(records: list[dict]) -> dict[str, dict]:
+    """Seed blocks of one cell (its records): per metric, the fraction of the blocks' intervals that contain the
+    mean over blocks, and the median interval SE over the sd across blocks (the row on a real model, where no
+    answer is known; the mean is itself estimated, sd / √blocks)."""
+    from ddim_bench.metric_table import METRICS
+    out = {}
+    for m in METRICS:
+        rows = [r for r in records if r.get(m.key) is not None and r.get(m.se) is not None]
+        if len(rows) < 3:
+            continue
+        vals = [float(r[m.key]) for r in rows]
+        mean, sd = statistics.fmean(vals), statistics.stdev(vals)
+        out[m.key] = {"coverage": sum(r[m.lo] <= mean <= r[m.hi] for r in rows) / len(rows), "mean": mean,
+                      "sd": sd, "se_ratio": statistics.median(float(r[m.se]) for r in rows) / sd,
+                      "blocks": len(rows)}
+    return out
+
