@@ -37,6 +37,24 @@ def test_variance_extrapolation_rates():
     assert S.extrapolated_se(1.0, 3.0) == pytest.approx(math.sqrt(3 / 8))  # a mixture in between
     assert S.extrapolated_se(1.0, 0.5) == pytest.approx(math.sqrt(0.5))    # noise: clamped to A, B >= 0
     assert S.extrapolated_se(1.0, 9.0) == pytest.approx(math.sqrt(0.25))
+    # recall's model, F + A/m: a pure floor keeps v_half, a pure 1/m halves it, clamped to F, A >= 0
+    assert S.extrapolated_se(1.0, 1.0, floor=True) == pytest.approx(1.0)
+    assert S.extrapolated_se(1.0, 1.5, floor=True) == pytest.approx(math.sqrt(0.75))
+    assert S.extrapolated_se(1.0, 2.0, floor=True) == pytest.approx(math.sqrt(0.5))
+    assert S.extrapolated_se(1.0, 0.5, floor=True) == pytest.approx(1.0)
+    assert S.extrapolated_se(1.0, 3.0, floor=True) == pytest.approx(math.sqrt(0.5))
+
+
+def test_recall_se_has_a_floor_and_precision_not():
+    cfg = C.Config(d=8, n=256, m_ref=300)
+    gen, ref = C.draw(cfg, torch.Generator().manual_seed(4)), C.reference(cfg)
+    kw = dict(kid_subset_size=1000, kid_subsets=100, isc_splits=10, rng_seed=2020)
+    _, per_level = S._family_values(gen, ref, C.LAYERS, "prc", S.subset_indices(256, 16, 3, 0)[:2], "cpu", kw)
+    res = S.subset_metrics(gen, ref, C.LAYERS, ("prc",), seed=0)
+    for key, floor in (("precision", False), ("recall", True)):
+        v = S.level_variances(per_level[key], 16)
+        assert res[key].se == pytest.approx(S.extrapolated_se(v[0], v[1], floor), rel=1e-12)
+    assert S.FLOOR_KEYS == ("recall",)
 
 
 def test_precision_se_is_the_binomial_one():

@@ -97,7 +97,7 @@ def paired_block(rec_a: dict, rec_b: dict, metric: str, features, ref, layers, o
     sa, sb = stored_subsets(rec_a, metric), stored_subsets(rec_b, metric)
     same = sa is not None and sb is not None and sa[0] == sb[0]
     if same and sa[0][1:] == (opts["partitions"], opts["seed"]):
-        iv = paired_from_values(sa[1], sb[1], opts["partitions"], opts["level"])
+        iv = paired_from_values(sa[1], sb[1], opts["partitions"], opts["level"], metric)
     else:
         fa = features(rec_a["key"])
         fb = features(rec_b["key"]) if fa is not None else None
@@ -105,7 +105,7 @@ def paired_block(rec_a: dict, rec_b: dict, metric: str, features, ref, layers, o
             iv = paired_subset_difference(fa, fb, ref, metric, layers=layers, partitions=opts["partitions"],
                                           level=opts["level"], seed=opts["seed"], device=opts["device"])
         elif same:
-            iv = paired_from_values(sa[1], sb[1], sa[0][1], opts["level"])
+            iv = paired_from_values(sa[1], sb[1], sa[0][1], opts["level"], metric)
         else:
             return None
     return iv.value, iv.se, iv.df

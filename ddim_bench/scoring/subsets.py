@@ -17,6 +17,10 @@ are close); fitted through the halves and the quarters it gives
     Var(N) = v_half · r,   r = (6 − v_quarter / v_half) / 8   clamped to [1/4, 1/2]
 
 (r = 1/2 for a statistic linear in the samples, 1/4 for a purely second-order one; the clamp keeps A, B ≥ 0).
+*Recall* (the fraction of the fixed reference samples inside a generated k-NN ball) has a variance floor
+instead: its balls shrink as N grows, so each reference sample's coverage stays a coin flip however large N
+is; its Var(m) = F + A/m, F, A ≥ 0, gives r = (3 − v_quarter / v_half) / 2 clamped to [1/2, 1]
+(:data:`FLOOR_KEYS`; measured in ``docs/intervals.md``).
 The SE is itself an estimate, with ≈ 0.4 degrees of freedom per partition (:func:`degrees_of_freedom`), so the
 interval is value ± t·SE with Student's t (2.41 at 95 % and 16 partitions), its ends kept in the metric's support.
 
@@ -66,11 +70,16 @@ def level_variances(values: list[torch.Tensor], partitions: int) -> list[float]:
     return [float(v.reshape(partitions, -1).var(dim=1).mean()) for v in values]
 
 
-def extrapolated_se(v_half: float, v_quarter: float) -> float:
-    """SE at N from Var at N/2 and N/4 under Var(m) = A/m + B/m², A, B ≥ 0 (see the module doc)."""
+FLOOR_KEYS = ("recall",)  # metrics whose variance has a floor that does not fall with N (the module doc)
+
+
+def extrapolated_se(v_half: float, v_quarter: float, floor: bool = False) -> float:
+    """SE at N from Var at N/2 and N/4 under Var(m) = A/m + B/m², A, B ≥ 0, or with ``floor`` under
+    Var(m) = F + A/m, F, A ≥ 0 (see the module doc)."""
     if not (v_half > 0 and math.isfinite(v_half)):
         return 0.0 if v_half == 0 else math.nan
-    r = min(max((6 - v_quarter / v_half) / 8, 0.25), 0.5)
+    ratio = v_quarter / v_half
+    r = min(max((3 - ratio) / 2, 0.5), 1.0) if floor else min(max((6 - ratio) / 8, 0.25), 0.5)
     return math.sqrt(v_half * r)
 
 
@@ -152,8 +161,9 @@ def subset_metrics(gen: dict, ref: dict, layers: dict[str, str], metrics=("fid",
     plus "fid_inf" (FD∞ and its interval) when FID is asked for.  Each ``Interval.se`` is the standard error.
 
     ``values``, when given, receives each key's ``(full-set value, [[values of level 1's subsets], …])`` (the
-    halves and quarters; FID also the eighths of :func:`_levels_needed`, when FD∞ uses them), the subsets of ``subset_indices(N, partitions, 3, seed)``: what a paired
-    difference with another cell on the same subsets needs (:func:`paired_from_values`)."""
+    halves and quarters; FID also the eighths of :func:`_levels_needed`, when FD∞ uses them), the subsets of
+    ``subset_indices(N, partitions, 3, seed)``: what a paired difference with another cell on the same subsets
+    needs (:func:`paired_from_values`)."""
     U.check_level(level)
     metrics = (metrics,) if isinstance(metrics, str) else tuple(metrics)
     unknown = set(metrics) - set(U.METRIC_KEYS)
@@ -174,7 +184,7 @@ def subset_metrics(gen: dict, ref: dict, layers: dict[str, str], metrics=("fid",
                 values[key] = (value, [v.tolist() for v in per_level[key]])
             v = level_variances(per_level[key][:2], partitions)
             df = degrees_of_freedom(partitions)
-            out[key] = normal_interval(key, value, extrapolated_se(v[0], v[1]), level, df)
+            out[key] = normal_interval(key, value, extrapolated_se(v[0], v[1], key in FLOOR_KEYS), level, df)
             fd = fd_infinity(value, n, per_level[key], [t.shape[1] for t in idx], d) if key == "fid" else None
             if fd is not None:
                 out["fid_inf"] = normal_interval("fid", fd, out[key].se, level, df)
@@ -203,18 +213,19 @@ def paired_subset_difference(gen_a: dict, gen_b: dict, ref: dict, metric: str = 
     idx = subset_indices(na, partitions, LEVELS, seed)[:2]  # the halves and quarters of the cells' own intervals
     fa, la = _family_values(gen_a, ref, layers, family, idx, device, kw)
     fb, lb = _family_values(gen_b, ref, layers, family, idx, device, kw)
-    return paired_from_values((fa[metric], la[metric]), (fb[metric], lb[metric]), partitions, level)
+    return paired_from_values((fa[metric], la[metric]), (fb[metric], lb[metric]), partitions, level, metric)
 
 
-def paired_from_values(a: tuple, b: tuple, partitions: int, level: float = 0.95) -> U.Interval:
+def paired_from_values(a: tuple, b: tuple, partitions: int, level: float = 0.95, metric: str = "") -> U.Interval:
     """Δ = value(a) − value(b) with its interval from each cell's (full-set value, [per-subset values of the halves,
     of the quarters, …]) on the same subsets: the variance over subsets of the per-subset differences, extrapolated
-    to N as a single cell's is.  Exactly what :func:`paired_subset_difference` gives from the features."""
+    to N as a single cell's is (``metric`` in :data:`FLOOR_KEYS`: with a floor).  Exactly what
+    :func:`paired_subset_difference` gives from the features."""
     va, vb = (torch.as_tensor(v, dtype=torch.float64) for v in (a[1][0], b[1][0]))
     qa, qb = (torch.as_tensor(v, dtype=torch.float64) for v in (a[1][1], b[1][1]))
     v = level_variances([va - vb, qa - qb], partitions)
-    return normal_interval("", float(a[0]) - float(b[0]), extrapolated_se(v[0], v[1]), level,
-                           degrees_of_freedom(partitions))
+    return normal_interval("", float(a[0]) - float(b[0]), extrapolated_se(v[0], v[1], metric in FLOOR_KEYS),
+                           level, degrees_of_freedom(partitions))
 
 
 def combine_se(blocks: list[tuple[float, float, float | None]], level: float = 0.95) -> U.Interval:
