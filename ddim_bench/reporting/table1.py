@@ -46,8 +46,9 @@ def markdown(rows: list[dict], records: list[dict], dataset: str | None, protoco
         head.append(DIGITS_NOTE)
     lines = [" ".join(head), ""] + _grid(names, steps, by, "fid", dataset if show_paper else None)
     if any(r.get("fid_inf") is not None for r in rows):
-        lines += ["", f"FD∞ (FID extrapolated to N → ∞ from subsets of N/8 … N, Chong & Forsyth 2020), the same "
-                      f"layout: comparable across N, and with the paper's 50 000-sample numbers when N/8 ≫ d.", ""]
+        lines += ["", "FD∞ (FID extrapolated to N → ∞ from its values on subsets of N/8 … N samples, those larger than "
+                      "the feature dimension d; Chong & Forsyth 2020), the same layout: comparable across N, and with "
+                      "the paper's 50 000-sample numbers when the subsets are much larger than d.", ""]
         lines += _grid(names, steps, by, "fid_inf", None)
     return "\n".join(lines) + "\n"
 
