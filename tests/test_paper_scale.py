@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from benchmarks.cpu import paper_scale
+from ddim_bench.scoring.subsets import FD_PARTITIONS
 
 ROOT = Path(__file__).resolve().parent.parent
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": "",
@@ -57,7 +58,7 @@ def test_disk_figures_are_the_files(run):
                  and not p.name.startswith(".")]
         assert f["disk_record"] * f["records"] == pytest.approx(sum(p.stat().st_size for p in files))
         # no per-sample features (before: 2 × 3 056 bytes a sample): each record holds what the paired claims read,
-        # its metrics on the interval's subsets (FID on 224, IS on 96), at full precision, in under 16 KB
+        # its metrics on the interval's subsets (FID and IS on 96 here), at full precision, in under 16 KB
         assert f["disk_features"] == 0 and not [p for p in files if p.name.endswith(".features.pt")]
         docs = [json.loads(p.read_text()) for p in files if p.name.endswith(".json")]
         assert len(docs) == 6 and f["disk_json"] * 6 == pytest.approx(sum(p.stat().st_size for p in files
@@ -65,7 +66,9 @@ def test_disk_figures_are_the_files(run):
         for doc in docs:
             sub = doc["record"]["subsets"]
             assert (sub["n"], sub["partitions"]) == (n, 16)
-            assert [len(v) for v in sub["values"]["fid"][1]] == [32, 64, 128]
+            # FID's eighths (FD∞'s third point) only where an eighth holds more than d = 2048 samples
+            eighths = [FD_PARTITIONS * 8] if n // 8 > 2048 else []
+            assert [len(v) for v in sub["values"]["fid"][1]] == [32, 64, *eighths]
             assert [len(v) for v in sub["values"]["is_mean"][1]] == [32, 64]
         assert f["disk_json"] < 16 * 1024
         claims = (tmp / "work" / f"results-{n}" / "report" / "claims.md").read_text()  # from those values alone
