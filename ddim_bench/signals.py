@@ -10,6 +10,33 @@ import signal
 import subprocess
 
 
+_early: list[int] = []  # a signal noted by :func:`hold` before the work began
+_held: list[int] = []  # the signals :func:`hold` set to be noted
+
+
+def hold(*signums: int) -> None:
+    """First thing in an app, before the heavy imports: those of the signals (SIGUSR1 and SIGUSR2 when none is
+    named) whose default action would still kill the process are noted instead, so that one sent during start-up
+    (SLURM may send its warning signal up to a minute early) is acted on when :func:`stop_on` begins, rather than
+    killing the task without a requeue."""
+    def note(signum, frame):
+        if not _early:
+            _early.append(signum)
+
+    for s in signums or (signal.SIGUSR1, signal.SIGUSR2):
+        if signal.getsignal(s) == signal.SIG_DFL:
+            signal.signal(s, note)
+            _held.append(s)
+
+
+def release() -> int | None:
+    """Gives the signals :func:`hold` noted back their default action (for a library that installs its own handler
+    only where none is set, as Lightning's SLURM requeue does); the signal noted meanwhile, if any."""
+    while _held:
+        signal.signal(_held.pop(), signal.SIG_DFL)
+    return _early.pop() if _early else None
+
+
 class Stopped(BaseException):
     """Raised in the main thread by a signal; a BaseException, so that ``except Exception`` does not swallow it."""
 
@@ -29,7 +56,8 @@ class Stopped(BaseException):
 @contextlib.contextmanager
 def stop_on(*signums: int):
     """Within the block the signals raise :class:`Stopped` (once: a second signal during the clean-up is ignored);
-    the previous handlers are restored after it."""
+    the previous handlers are restored after it.  One of them noted by :func:`hold` before the block raises at its
+    start."""
     fired = []
 
     def handler(signum, frame):
@@ -39,6 +67,11 @@ def stop_on(*signums: int):
 
     previous = {s: signal.signal(s, handler) for s in dict.fromkeys(signums)}
     try:
+        early = [s for s in _early if s in previous]
+        _early.clear()
+        if early:
+            fired.append(early[0])
+            raise Stopped(early[0])
         yield
     finally:
         for s, h in previous.items():

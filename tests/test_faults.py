@@ -15,6 +15,7 @@ import pytest
 from ddim_bench.results import accounting
 from ddim_bench.results import cell_locks
 from ddim_bench.results.store import ResultStore
+from slurm_cluster import catches
 
 N = 24
 
@@ -61,6 +62,26 @@ def test_a_signal_mid_record_releases_the_claim_and_exits_non_zero(sig, extra, t
     done = cli("ddim-bench-sweep", *args)
     assert last_line(done.stderr).endswith("2 records: 1 done before, 1 computed now, 0 by other processes, "
                                            "0 held by live processes, 0 failed, 0 missing"), done.stderr[-2000:]
+
+
+def test_the_warning_signal_during_start_up_stops_the_sweep_before_its_first_record(trained, tmp_path, bin_dir,
+                                                                                   root_dir, clean_env):
+    """SLURM may send its warning signal (``slurm.signal``, USR1 by default) up to a minute early: one that comes
+    while the sweep is still starting (importing, composing) stops it as soon as it begins, with its one line and
+    exit status 128 + SIGUSR1 (requeued under SLURM), instead of USR1's default action killing it silently."""
+    results = tmp_path / "r"
+    proc = subprocess.Popen([str(bin_dir / "ddim-bench-sweep"), *sweep_args(trained, results, tmp_path / "run")],
+                            cwd=root_dir, env=clean_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            text=True)
+    deadline = time.monotonic() + 3  # start-up (imports, composing every job, loading) takes longer than this
+    while time.monotonic() < deadline and not catches(proc.pid, signal.SIGUSR2):  # USR2: held at start-up only
+        time.sleep(0.005)
+    proc.send_signal(signal.SIGUSR1)
+    err = proc.communicate(timeout=120)[1]
+    assert proc.returncode == 128 + signal.SIGUSR1, err[-2000:]
+    assert last_line(err).startswith("stopped by SIGUSR1:") and "Traceback" not in err, err[-2000:]
+    assert "records already done" not in err  # it stopped before the sweep's first line
+    assert not (results / "cells").exists() or not list((results / "cells").iterdir())
 
 
 HOLDER = textwrap.dedent("""

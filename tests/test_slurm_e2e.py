@@ -17,12 +17,13 @@ import re
 import shlex
 import subprocess
 import sys
+import time
 import uuid
 from pathlib import Path
 
 import pytest
 import torch
-from slurm_cluster import job_state, slurm_cluster, wait_for  # noqa: F401
+from slurm_cluster import catches, job_state, slurm_cluster, wait_for  # noqa: F401
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -250,6 +251,51 @@ def test_requeued_training_resumes_from_its_checkpoint(slurm_cluster, job_names,
     assert steps_logged == sorted(set(steps_logged)) and max(steps_logged) == REQUEUE_STEPS - 1
     assert min(steps_logged) < len(saved_before) * REQUEUE_EVERY, "rows from before the requeue are kept"
     assert sorted(p.name for p in run_dir.rglob(".hydra")) == [".hydra"]
+
+
+def python_process(marker: str) -> int | None:
+    """The pid of a Python process whose command line holds ``marker`` (not srun's), or None."""
+    for pid in (p for p in os.listdir("/proc") if p.isdigit()):
+        try:
+            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if "python" in Path(cmd[0].decode(errors="replace")).name and marker.encode() in b" ".join(cmd):
+            return int(pid)
+    return None
+
+
+@pytest.mark.slurm
+def test_training_warned_during_start_up_requeues_and_finishes(slurm_cluster, job_names, tmp_path):
+    """SLURM may send its warning signal (USR1) up to a minute early, before Lightning has installed its requeue
+    handler: the signal is noted during start-up and handed to that handler once training starts, so the job
+    checkpoints, requeues itself and finishes, instead of dying from USR1's default action."""
+    import signal
+    env = client_env(slurm_cluster, tmp_path / "cache", tmp_path / "root")
+    run_dir, output = tmp_path / "run", tmp_path / "slurm.out"
+    command = "echo start restart_count=${SLURM_RESTART_COUNT:-0}; srun " + app(
+        "ddim-bench-train", f"trainer.max_steps={REQUEUE_STEPS}", f"callbacks.checkpoint_every_n_steps={REQUEUE_EVERY}",
+        f"hydra.run.dir={run_dir}", *QUIET)
+    job = sbatch(env, job_names("early"), output, command, "--requeue", "--open-mode=append", "--nodes=1",
+                 "--ntasks-per-node=1", "--cpus-per-task=1")
+    pid = wait_for(lambda: python_process(f"hydra.run.dir={run_dir}"), FIRST_CKPT_TIMEOUT_S, interval=0.01,
+                   what="the training process to start")
+    deadline = time.monotonic() + 3  # start-up (imports, composing, data, model) takes longer than this
+    while time.monotonic() < deadline and not catches(pid, signal.SIGUSR2):  # USR2: the start-up hold, not Lightning
+        time.sleep(0.005)
+    run(["scancel", "--signal=USR1", job], slurm_cluster["env"], 30)
+
+    def finished():
+        state = job_state(slurm_cluster, job)
+        return (state or "GONE") if state not in RUNNING_STATES else None
+
+    state = wait_for(finished, REQUEUE_TIMEOUT_S, interval=1, what="the requeued job to finish")
+    log = output.read_text(errors="replace")
+    assert state in {"COMPLETED", "GONE"}, f"job ended {state}:\n{log[-3000:]}"
+    first, _, rerun = log.partition("start restart_count=1")
+    assert first.startswith("start restart_count=0") and rerun, log[-3000:]
+    assert "stopped: `max_steps" not in first and "resuming from" in rerun, log[-3000:]  # checkpointed, requeued
+    assert global_step(run_dir / "checkpoints" / "last.ckpt") == REQUEUE_STEPS
 
 
 @pytest.mark.slurm

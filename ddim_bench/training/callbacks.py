@@ -1,4 +1,5 @@
-"""Training callbacks: a grid of EMA samples written as a PNG (and logged) every N steps."""
+"""Training callbacks: a grid of EMA samples written as a PNG (and logged) every N steps; SLURM's warning signal
+received during start-up handed to Lightning's requeue."""
 from __future__ import annotations
 
 import os
@@ -7,6 +8,7 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.utilities import rank_zero_only
 
+from ddim_bench import signals
 from ddim_bench.sampling import ddim
 from ddim_bench.images import image_grid, save_png, to_uint8_rgb
 from ddim_bench.training.module import ema_weights
@@ -43,3 +45,18 @@ class SampleGrid(pl.Callback):
         for logger in trainer.loggers:
             if hasattr(logger, "log_image"):
                 logger.log_image(key="samples/ema", images=[path], step=step)
+
+
+class EarlySignal(pl.Callback):
+    """SLURM's warning signal noted during start-up (:func:`ddim_bench.signals.hold`) is sent again once Lightning's
+    SLURM handler (checkpoint, ``scontrol requeue``) is installed: the hold is let go when the fit starts, since
+    Lightning installs its handler only where none is set, and the noted signal is sent when training starts."""
+
+    pending: int | None = None
+
+    def on_fit_start(self, trainer, pl_module):
+        self.pending = signals.release()
+
+    def on_train_start(self, trainer, pl_module):
+        if self.pending:
+            os.kill(os.getpid(), self.pending)

@@ -11,7 +11,7 @@ from pytorch_lightning.callbacks import EMAWeightAveraging, LearningRateMonitor,
 from pytorch_lightning.loggers import WandbLogger
 
 from ddim_bench import cli, config, validation
-from ddim_bench.training.callbacks import SampleGrid
+from ddim_bench.training.callbacks import EarlySignal, SampleGrid
 from ddim_bench.training.resume import find_resume
 from ddim_bench.training.module import DiffusionModule
 
@@ -40,6 +40,7 @@ def build_callbacks(cfg: DictConfig, out: str, dm) -> list[pl.Callback]:
         EMAWeightAveraging(decay=cfg.ema.decay),
         SampleGrid(os.path.join(out, "samples"), **cfg.callbacks.sample_grid),
         LearningRateMonitor(logging_interval="step"),
+        EarlySignal(),
     ]
     fid = cfg.callbacks.fid
     if fid.every_n_steps:
