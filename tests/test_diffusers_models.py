@@ -181,6 +181,18 @@ def test_hub_id_from_the_cache_offline_records_its_revision(tiny, tmp_path, monk
         assert loaded.schedule["num_timesteps"] == T
 
 
+def test_plan_finds_a_hub_model_in_the_per_user_cache(tiny, tmp_path, cli):
+    """``plan=true`` loads the checkpoint as the sweep does: a Hub id from the one cache every app shares
+    (``$DDIM_BENCH_CACHE``), whatever the working directory."""
+    hub_cache_with(tiny[0], tmp_path / "cache")
+    proc = cli("ddim-bench-sweep", "plan=true", "checkpoint=tiny/ddpm", "experiment=digits", "data.resolution=8",
+               "n_samples=10", "grid.steps=[5]", f"paths.results_dir={tmp_path / 'res'}",
+               env={"HF_HUB_OFFLINE": "1", "DDIM_BENCH_CACHE": str(tmp_path / "cache")}, timeout=300, check=False)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "model calls: 200 " in proc.stdout, proc.stdout  # 4 cells (3 eta rows + sigma-hat) x 10 samples x 5
+    assert not (tmp_path / "res").exists()
+
+
 def one_line(proc):
     lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
     assert proc.returncode == 2 and len(lines) == 1, (proc.returncode, proc.stderr[-2000:])

@@ -1,4 +1,5 @@
-"""``ddim-bench-sweep plan=true [-m ...]``: the sweep's cost, printed before any sampling; nothing is written.
+"""``ddim-bench-sweep plan=true [-m ...]``: the sweep's cost, printed before any sampling; nothing is written
+(a missing checkpoint is fetched into the cache as the sweep itself would, since the plan times the network).
 
 The configs are composed with Hydra's compose API (no run folder, no ``.hydra/``); under ``-m`` the sweep's
 jobs are expanded as Hydra's basic sweeper does (command-line sweeps over ``hydra.sweeper.params``), one job per
@@ -78,7 +79,8 @@ def plan_job(cfg, multirun: bool, cache: dict) -> JobPlan:
     from ddim_bench.models import checkpoint
     cells = cells_from_config(cfg, multirun)
     if cfg.checkpoint not in cache:
-        cache[cfg.checkpoint] = checkpoint.load(cfg.checkpoint, cfg.weights)
+        # the sweep's own cache and download setting: a Hub model or the official file is fetched as the sweep would
+        cache[cfg.checkpoint] = checkpoint.load(cfg.checkpoint, cfg.weights, cfg.paths.cache_dir, cfg.download)
     loaded = cache[cfg.checkpoint]
     schedule = loaded.schedule or config.plain(cfg.diffusion)
     validation.check_steps([c.steps for c in cells], schedule["num_timesteps"],
