@@ -84,6 +84,19 @@ def test_fid_against_seconds_has_plain_ticks_that_do_not_overlap():
     assert all(a.x1 <= b.x0 for a, b in zip(boxes, boxes[1:])), "tick labels overlap"
 
 
+def test_nfe_ticks_close_on_the_log_axis_do_not_overlap():
+    """A samplers sweep has NFE 19 (PNDM, Heun at S = 10) beside 20: their labels were drawn as one "1920"."""
+    rows = [{"row": name, "nfe": n, "fid": 1.0 / n, "fid_n": 1} for name, ns in
+            (("η = 0", (5, 9, 10, 14, 19, 20, 29, 39)), ("heun", (9, 19, 39)), ("pndm", (14, 19, 29)))
+            for n in ns]
+    fig = figures.curve_figure(rows, "nfe", "network calls (NFE)")
+    fig.canvas.draw()
+    ax = fig.axes[0]
+    assert tick_texts(ax) == ["5", "9", "10", "14", "20", "29", "39"]  # 19 gives way to the round 20
+    boxes = [lab.get_window_extent() for lab in ax.xaxis.get_ticklabels() if lab.get_text()]
+    assert all(a.x1 <= b.x0 for a, b in zip(boxes, boxes[1:])), "tick labels overlap"
+
+
 def test_curves_writes_one_png_per_axis_and_no_temporary(tmp_path):
     paths = figures.curves(ROWS, str(tmp_path), FRONT, suffix="-n16")
     assert sorted(paths) == ["fid_vs_nfe-n16", "fid_vs_steps-n16", "fid_vs_time-n16"]

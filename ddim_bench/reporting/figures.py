@@ -63,7 +63,7 @@ def curve_figure(rows: list[dict], x: str, xlabel: str, front: list[dict] | None
                 linestyle="--", linewidth=1, label="best at ≤ k calls", zorder=0)
     ax.set_xscale("log"), ax.set_xlabel(xlabel + (" (series dodged sideways)" if discrete and len(names) > 1 else ""))
     if discrete:
-        ticks = sorted({r[x] for r in rows if r.get(x) is not None})
+        ticks = spaced_ticks({r[x] for r in rows if r.get(x) is not None})
         ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
     else:  # seconds: ticks at 1, 2, 5 × 10^k written plainly; unlabelled minor ticks (their labels overlapped)
         ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
@@ -72,6 +72,16 @@ def curve_figure(rows: list[dict], x: str, xlabel: str, front: list[dict] | None
     ax.set_ylabel("FID (lower is better)"), ax.legend(fontsize=7), ax.grid(alpha=0.3)
     fig.tight_layout()
     return fig
+
+
+def spaced_ticks(values, gap: float = 0.04) -> list:
+    """The values as log-axis ticks at least ``gap`` decades apart (19 and 20 NFE overlapped as "1920"): multiples
+    of 10, then of 5, then the rest, each kept where it clears those already kept."""
+    kept = []
+    for v in sorted(values, key=lambda v: (v % 10 != 0, v % 5 != 0, v)):
+        if v > 0 and all(abs(np.log10(v / k)) >= gap for k in kept):
+            kept.append(v)
+    return sorted(kept)
 
 
 def consistency_grid(rows: list[dict], samples, path: str, per_tile: int = 4) -> str | None:
