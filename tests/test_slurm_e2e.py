@@ -96,6 +96,19 @@ def app(name: str, *overrides: str) -> str:
     return " ".join(shlex.quote(str(a)) for a in (BIN / name, *overrides))
 
 
+def requeued_log(cluster: dict, job: str, output: Path, what: str) -> tuple[str, str, str]:
+    """Waits for a requeued batch job to end well; its log, and the log's parts before and after the second start."""
+    def finished():
+        state = job_state(cluster, job)
+        return (state or "GONE") if state not in RUNNING_STATES else None
+
+    state = wait_for(finished, REQUEUE_TIMEOUT_S, interval=1, what=what)
+    log = output.read_text(errors="replace")
+    assert state in {"COMPLETED", "GONE"}, f"job ended {state}:\n{log[-3000:]}"
+    first, _, rerun = log.partition("start restart_count=1")
+    return log, first, rerun
+
+
 def global_step(ckpt: Path) -> int:
     return int(torch.load(ckpt, map_location="cpu", weights_only=True)["global_step"])
 
@@ -229,14 +242,7 @@ def test_requeued_training_resumes_from_its_checkpoint(slurm_cluster, job_names,
     run(["scontrol", "requeue", job], slurm_cluster["env"], 30)
     saved_before = sorted(p.name for p in (run_dir / "checkpoints").glob("step_*.ckpt"))
 
-    def finished():
-        state = job_state(slurm_cluster, job)
-        return (state or "GONE") if state not in RUNNING_STATES else None
-
-    state = wait_for(finished, REQUEUE_TIMEOUT_S, interval=1, what="the requeued job to finish")
-    log = output.read_text(errors="replace")
-    assert state in {"COMPLETED", "GONE"}, f"job ended {state}:\n{log[-3000:]}"
-    first, _, rerun = log.partition("start restart_count=1")
+    log, first, rerun = requeued_log(slurm_cluster, job, output, "the requeued job to finish")
     assert first.startswith("start restart_count=0") and rerun, log[-3000:]
     assert "stopped: `max_steps" not in first, "the job finished before it was requeued: make the run longer"
     assert f"resuming from {run_dir / 'checkpoints' / 'last.ckpt'}" in rerun, rerun
@@ -285,14 +291,7 @@ def test_training_warned_during_start_up_requeues_and_finishes(slurm_cluster, jo
         time.sleep(0.005)
     run(["scancel", "--signal=USR1", job], slurm_cluster["env"], 30)
 
-    def finished():
-        state = job_state(slurm_cluster, job)
-        return (state or "GONE") if state not in RUNNING_STATES else None
-
-    state = wait_for(finished, REQUEUE_TIMEOUT_S, interval=1, what="the requeued job to finish")
-    log = output.read_text(errors="replace")
-    assert state in {"COMPLETED", "GONE"}, f"job ended {state}:\n{log[-3000:]}"
-    first, _, rerun = log.partition("start restart_count=1")
+    log, first, rerun = requeued_log(slurm_cluster, job, output, "the requeued job to finish")
     assert first.startswith("start restart_count=0") and rerun, log[-3000:]
     assert "stopped: `max_steps" not in first and "resuming from" in rerun, log[-3000:]  # checkpointed, requeued
     assert global_step(run_dir / "checkpoints" / "last.ckpt") == REQUEUE_STEPS
@@ -373,14 +372,7 @@ def test_sweep_warned_of_its_time_limit_requeues_itself_and_finishes(slurm_clust
     assert json.loads(lock.read_text())["pid"]
     run(["scancel", "--signal=USR1", job], slurm_cluster["env"], 30)
 
-    def finished():
-        state = job_state(slurm_cluster, job)
-        return (state or "GONE") if state not in RUNNING_STATES else None
-
-    state = wait_for(finished, REQUEUE_TIMEOUT_S, interval=1, what="the requeued start to finish the sweep")
-    log = output.read_text(errors="replace")
-    assert state in {"COMPLETED", "GONE"}, f"job ended {state}:\n{log[-3000:]}"
-    first, _, rerun = log.partition("start restart_count=1")
+    log, first, rerun = requeued_log(slurm_cluster, job, output, "the requeued start to finish the sweep")
     assert "stopped by SIGUSR1: the record in progress was not written and its claim is released" in first, log
     assert f"job {job} requeued" in first and rerun, log[-3000:]
     assert log.count("η = 0 uniform: FID ") == 3, log[-3000:]  # each record's line once over both starts
