@@ -86,6 +86,9 @@ def train(cfg: DictConfig) -> DiffusionModule:
         trainer.fit(module, datamodule=dm, ckpt_path=resume.path)
     except SystemExit:
         if trainer.interrupted:  # Lightning's Ctrl-C handling exits; say it as the other apps do
+            bar = getattr(trainer.progress_bar_callback, "train_progress_bar", None)
+            if bar is not None:  # the line is said below the bar, not glued to it (nor the bar redrawn after it)
+                bar.close()
             raise KeyboardInterrupt from None
         raise
     if trainer.is_global_zero:
