@@ -206,3 +206,11 @@ def test_coverage_over_a_cells_seed_blocks():
     assert set(row) == {"fid"} and row["fid"]["blocks"] == 4                    # recall has no interval here
     assert row["fid"]["coverage"] == 0.5 and row["fid"]["mean"] == 2.5        # [0.8, 3.2] and [1.8, 4.2] hold it
     assert row["fid"]["se_ratio"] == pytest.approx(0.5 / statistics.stdev([1, 2, 3, 4]))
+
+
+def test_coverage_of_a_metric_without_spread_is_reported_not_a_crash():
+    """Precision/recall saturate on far-apart features (the same value in every block): the row says NaN for the SE
+    over the spread instead of a ZeroDivisionError that lost the whole simulated row."""
+    recs = [{"fid": 1.0, "fid_lo": 0.5, "fid_hi": 1.5, "fid_se": 0.25} for _ in range(4)]
+    row = C.over_blocks(recs)["fid"]
+    assert row["coverage"] == 1.0 and row["sd"] == 0 and math.isnan(row["se_ratio"])

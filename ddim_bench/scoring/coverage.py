@@ -71,12 +71,17 @@ def point(gen: dict, ref: dict, family: str, kw: dict | None = None) -> dict[str
                                                   **kw).items()}
 
 
+def ratio(a: float, b: float) -> float:
+    """a / b, NaN where b is 0 (a metric that saturates, e.g. precision 1 in every block, has no spread)."""
+    return a / b if b else float("nan")
+
+
 def _summary(values: list[float], truth: float, ivs: list[U.Interval], z: float) -> dict:
     sd = statistics.stdev(values)
     covered = sum(iv.lo <= truth <= iv.hi for iv in ivs) / len(ivs)
     ses = [iv.se if iv.se is not None else (iv.hi - iv.lo) / (2 * z) for iv in ivs]
-    return {"coverage": covered, "se_ratio": statistics.median(ses) / sd, "se_cv": statistics.stdev(ses) /
-            statistics.fmean(ses), "truth": truth, "sd": sd,
+    return {"coverage": covered, "se_ratio": ratio(statistics.median(ses), sd),
+            "se_cv": ratio(statistics.stdev(ses), statistics.fmean(ses)), "truth": truth, "sd": sd,
             "mean": statistics.fmean(values), "blocks": len(ivs)}
 
 
@@ -134,7 +139,7 @@ def paired(cfg: Config, method: str = "subsets", partitions: int = 16, replicate
                           for j in range(k)]) for i in range(len(ivs))]
     comb_sd = statistics.stdev(pts) / math.sqrt(k)
     comb_sum = _summary(pts, truth, comb, z)
-    comb_sum.update(sd=comb_sd, se_ratio=statistics.median(c.se for c in comb) / comb_sd)
+    comb_sum.update(sd=comb_sd, se_ratio=ratio(statistics.median(c.se for c in comb), comb_sd))
     return {"delta": _summary(pts, truth, ivs, z), "combined": comb_sum}
 
 
@@ -151,7 +156,7 @@ def over_blocks(records: list[dict]) -> dict[str, dict]:
         vals = [float(r[m.key]) for r in rows]
         mean, sd = statistics.fmean(vals), statistics.stdev(vals)
         out[m.key] = {"coverage": sum(r[m.lo] <= mean <= r[m.hi] for r in rows) / len(rows), "mean": mean,
-                      "sd": sd, "se_ratio": statistics.median(float(r[m.se]) for r in rows) / sd,
+                      "sd": sd, "se_ratio": ratio(statistics.median(float(r[m.se]) for r in rows), sd),
                       "blocks": len(rows)}
     return out
 
