@@ -5,7 +5,7 @@ import pytest
 import torch
 from torch_fidelity.metric_fid import fid_features_to_statistics, fid_statistics_to_metric
 
-from ddim_bench.reporting.claims import claims_markdown, evaluate_claims
+from ddim_bench.reporting.claims import NOT_CHECKED, claims_markdown, evaluate_claims
 
 D, N = 8, 200
 LAYERS = {"fid": "f"}
@@ -87,6 +87,31 @@ def test_claims_hold_on_a_grid_built_to_satisfy_them(ref):
     assert recon_row["delta"] == pytest.approx(float((recon[1000] - recon[10]).mean()), rel=1e-12)
     md = claims_markdown(rows)
     assert md.count("| holds |") == 6 and md.startswith("| Claim | Comparison | Δ | Interval | Blocks | Verdict |")
+
+
+def test_cells_that_cannot_be_paired_are_shown_not_checked(ref):
+    """Cells that are there but share no seed block with what pairing needs (records without subset values or
+    features; blocks of other seeds) give a row "not checked", not a silently shorter table."""
+    records, feats = grid(HOLDS)
+    for r in records:
+        if (r["variance"], r["eta"], r["steps"]) == ("eta", 1.0, 10):
+            feats[r["key"]] = None                      # an old record: no subset values, no features
+        if (r["variance"], r["steps"]) == ("hat", 1000):
+            r["seed"] += 10                              # other seed blocks than the rest of S = 1000
+    rows = by_claim(evaluate_claims(records, feats.get, ref, layers=LAYERS, replicates=50))
+    assert list(rows) == ["η = 0 beats η = 1 at the fewest steps",
+                          "at η = 0, FID falls from the fewest to the most steps",
+                          "σ̂ is the worst row at the fewest steps", "σ̂ is the best row at S = 1000"]
+    unchecked = {c: r for c, r in rows.items() if r["verdict"] == NOT_CHECKED}
+    assert sorted(unchecked) == ["η = 0 beats η = 1 at the fewest steps", "σ̂ is the best row at S = 1000",
+                                 "σ̂ is the worst row at the fewest steps"]
+    assert all(r["delta"] is None and r["blocks"] == 0 for r in unchecked.values())
+    # the weakest of several comparisons is unknown while one of them cannot be made: it names that one
+    assert unchecked["σ̂ is the worst row at the fewest steps"]["comparison"] == "FID(η=1) − FID(σ̂) at S=10"
+    assert rows["at η = 0, FID falls from the fewest to the most steps"]["verdict"] == "holds"
+    md = claims_markdown(list(rows.values()))
+    line = next(ln for ln in md.splitlines() if ln.startswith("| η = 0 beats η = 1"))
+    assert f"| {NOT_CHECKED} |" in line and "None" not in line and "[" not in line, line
 
 
 def test_reversed_and_not_significant(ref):

@@ -123,6 +123,24 @@ def test_a_user_claim_is_evaluated_as_the_built_in_comparisons_are(sweep):
     assert rows[0]["claim"] == "(user) fid of S=5 heun trailing is lower than of S=9 η = 0 uniform"
 
 
+def test_a_comparison_that_cannot_be_paired_is_a_row_not_checked(sweep):
+    """The heun cell's records are of other seed blocks than DDIM's: the user's claim and the comparison with DDIM
+    at the same NFE are shown "not checked", not left out."""
+    from ddim_bench.reporting.claims import NOT_CHECKED
+    records, feats, ref = sweep
+    moved = [{**r, "seed": r["seed"] + 10} if r["sampler"] == "heun" else r for r in records]
+    groups = by_cell(moved)
+    mine = [claim(cell_ref(sampler="heun", steps=5), cell_ref(steps=9))]
+    [row] = user_claims.evaluate(mine, user_claims.check(mine, list(groups)), groups, feats.get, ref, LAYERS,
+                                 options(100))
+    assert row["verdict"] == NOT_CHECKED and row["delta"] is None and row["blocks"] == 0
+    vs, _ = samplers.vs_ddim(moved, feats.get, ref, LAYERS, options(100))
+    heun = next(r for r in vs if r["sampler"] == "heun")
+    assert heun["verdict"] == NOT_CHECKED and heun["nfe"] == 9
+    line = next(ln for ln in samplers.vs_ddim_markdown(vs, []).splitlines() if ln.startswith("| heun"))
+    assert NOT_CHECKED in line and "None" not in line, line
+
+
 @pytest.mark.parametrize("ref,words", [
     ({"sampler": "heun", "steps": 7}, ["claims[0].a=", "steps: 7", "is not a cell of this sweep", "heun trailing S=5"]),
     ({"sampler": "euler", "steps": 5}, ["claims[0].a=", "sampler: euler", "is not a cell"]),

@@ -20,7 +20,8 @@ Claims (S_min / S_max: the smallest / largest S of the grid):
 For 3 and 4 the row reports the weakest of the comparisons (the largest upper bound).  Claim 5 resamples images
 (the same images at each S, so paired); claim 6 resamples images within each seed block and combines blocks.
 Only DDIM cells are used (``sampler`` absent or "ddim"), and η rows without x̂0 clipping.  A claim whose cells
-(or features, or images) are missing is left out.  The user's claims (:mod:`.user_claims`) and the samplers'
+(or images) are missing is left out; one whose cells are there but share no seed block with stored subset values
+or features is a row "not checked" (:func:`not_checked`).  The user's claims (:mod:`.user_claims`) and the samplers'
 comparisons (:mod:`.samplers`) use the same paired difference, :func:`paired_delta`.
 """
 from __future__ import annotations
@@ -143,6 +144,17 @@ def _out(claim: str, comparison: str, iv: Interval, blocks: int, expect: str = "
             **power_fields(iv, blocks, n)}
 
 
+NOT_CHECKED = "not checked: no seed block has both cells' subset values or features"
+
+
+def not_checked(claim: str, comparison: str, level: float, **extra) -> dict:
+    """The row of a comparison whose two cells both have records that cannot be paired: no seed block in common,
+    or records from before subset values were stored, without features.  Shown, never silently left out."""
+    return {"claim": claim, "comparison": comparison, **extra, "delta": None, "lo": None, "hi": None,
+            "level": level, "blocks": 0, "verdict": NOT_CHECKED, "se": None, "detectable": None,
+            "blocks_needed": None, "n_needed": None}
+
+
 def _weakest(results: list[tuple[str, Interval, int]]):
     """The comparison with the largest upper bound (the closest to failing a '< 0' claim)."""
     return max(results, key=lambda t: t[1].hi)
@@ -155,25 +167,35 @@ def _fid_claims(grid: _Grid, features, ref, layers, opts, tag: str) -> list[dict
     s_min, s_max = grid.steps[0], grid.steps[-1]
     eta0, eta1, hat = ("eta", 0.0), ("eta", 1.0), ("hat",)
     n = next(iter(grid.cells.values())).get("n_samples")
-    r = _fid_delta(grid, (eta0, s_min), (eta1, s_min), features, ref, layers, opts)
-    if r:
-        rows.append(_out("η = 0 beats η = 1 at the fewest steps", f"FID(η=0) − FID(η=1) at S={s_min}{tag}", *r, n=n))
-    if s_max != s_min:
-        r = _fid_delta(grid, (eta0, s_max), (eta0, s_min), features, ref, layers, opts)
+
+    def one(claim, comparison, a, b):
+        r = _fid_delta(grid, a, b, features, ref, layers, opts)
         if r:
-            rows.append(_out("at η = 0, FID falls from the fewest to the most steps",
-                             f"FID(S={s_max}) − FID(S={s_min}) at η=0{tag}", *r, n=n))
+            rows.append(_out(claim, comparison, *r, n=n))
+        elif grid.seeds(*a) and grid.seeds(*b):
+            rows.append(not_checked(claim, comparison, opts["level"]))
+
+    one("η = 0 beats η = 1 at the fewest steps", f"FID(η=0) − FID(η=1) at S={s_min}{tag}", (eta0, s_min),
+        (eta1, s_min))
+    if s_max != s_min:
+        one("at η = 0, FID falls from the fewest to the most steps", f"FID(S={s_max}) − FID(S={s_min}) at η=0{tag}",
+            (eta0, s_max), (eta0, s_min))
     for steps, claim, worst in ((s_min, "σ̂ is the worst row at the fewest steps", True),
                                 (1000, "σ̂ is the best row at S = 1000", False)):
         if steps not in grid.steps:
             continue
-        results = []
+        results, unpaired = [], []
         for other in [row for row in grid.rows if row != hat]:
             a, b = ((other, steps), (hat, steps)) if worst else ((hat, steps), (other, steps))
+            text = f"FID({_name(a[0])}) − FID({_name(b[0])}) at S={steps}"
             r = _fid_delta(grid, a, b, features, ref, layers, opts)
             if r:
-                results.append((f"FID({_name(a[0])}) − FID({_name(b[0])}) at S={steps}", *r))
-        if results:
+                results.append((text, *r))
+            elif grid.seeds(*a) and grid.seeds(*b):
+                unpaired.append(text)
+        if unpaired:  # the weakest of the comparisons is unknown while one of them cannot be made
+            rows.append(not_checked(claim, f"{unpaired[0]}{tag}", opts["level"]))
+        elif results:
             text, iv, blocks = _weakest(results)
             rows.append(_out(claim, f"{text}{tag} (weakest of {len(results)})", iv, blocks, n=n))
     return rows
@@ -267,9 +289,8 @@ def claims_markdown(rows: list[dict]) -> str:
     lines = ["| Claim | Comparison | Δ | Interval | Blocks | Verdict | Detectable | To settle |",
              "|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        lines.append(f"| {r['claim']} | {r['comparison']} | {r['delta']:.4g} | "
-                     f"[{r['lo']:.4g}, {r['hi']:.4g}] ({r['level']:.0%}) | {r['blocks']} | {r['verdict']} | "
-                     f"{_num(r.get('detectable'))} | {to_settle(r)} |")
+        lines.append(f"| {r['claim']} | {r['comparison']} | {_num(r['delta'], '.4g')} | {interval_text(r)} | "
+                     f"{r['blocks']} | {r['verdict']} | {_num(r.get('detectable'))} | {to_settle(r)} |")
     return "\n".join(lines) + "\n" + POWER_NOTE
 
 
@@ -278,8 +299,15 @@ POWER_NOTE = ("\nDetectable: the smallest |Δ| this comparison finds 80 % of the
               "block) would find the observed Δ 80 % of the time.\n")
 
 
-def _num(v) -> str:
-    return "" if v is None else f"{v:.3g}"
+def _num(v, spec: str = ".3g") -> str:
+    return "" if v is None else format(v, spec)
+
+
+def interval_text(r: dict, level: bool = True) -> str:
+    """"[lo, hi] (95 %)", or "" for a row that was not checked."""
+    if r["lo"] is None:
+        return ""
+    return f"[{r['lo']:.4g}, {r['hi']:.4g}]" + (f" ({r['level']:.0%})" if level else "")
 
 
 def to_settle(r: dict) -> str:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from ddim_bench.scoring.uncertainty import verdict
 from ddim_bench.reporting.aggregate import by_cell
-from ddim_bench.reporting.claims import paired_delta
+from ddim_bench.reporting.claims import interval_text, not_checked, paired_delta
 from ddim_bench.reporting.table1 import fmt
 from ddim_bench.sampling.cell import Cell
 
@@ -105,11 +105,10 @@ def vs_ddim(records: list[dict], features, ref, layers, opts) -> tuple[list[dict
         if ref_cell is None:
             unmatched.append(f"{cell.label} (NFE {k})")
             continue
-        row = _compare(f"{cell.sampler} vs DDIM η = 0 at {k} calls", f"FID({cell.label}) − FID({ref_cell.label})",
-                       recs, groups[ref_cell], features, ref, layers, opts, sampler=cell.sampler, nfe=k,
-                       steps=cell.steps)
-        if row is not None:  # None: no block has both cells' features
-            out.append(row)
+        name, comparison = f"{cell.sampler} vs DDIM η = 0 at {k} calls", f"FID({cell.label}) − FID({ref_cell.label})"
+        extra = {"sampler": cell.sampler, "nfe": k, "steps": cell.steps}
+        row = _compare(name, comparison, recs, groups[ref_cell], features, ref, layers, opts, **extra)
+        out.append(row or not_checked(name, comparison, opts["level"], **extra))
     return out, unmatched
 
 
@@ -160,8 +159,8 @@ def vs_ddim_markdown(rows: list[dict], unmatched: list[str]) -> str:
              "| Sampler | NFE | S | Comparison | Δ FID | Interval | Blocks | Verdict |",
              "|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        lines.append(f"| {r['sampler']} | {r['nfe']} | {r['steps']} | {r['comparison']} | {r['delta']:.4g} | "
-                     f"[{r['lo']:.4g}, {r['hi']:.4g}] | {r['blocks']} | {r['verdict']} |")
+        lines.append(f"| {r['sampler']} | {r['nfe']} | {r['steps']} | {r['comparison']} | {_num(r['delta'])} | "
+                     f"{interval_text(r, level=False)} | {r['blocks']} | {r['verdict']} |")
     if unmatched:
         lines += ["", "No DDIM η = 0 cell at the same NFE (run with grid.ddim_at_nfe=true): " + "; ".join(unmatched)]
     return "\n".join(lines) + "\n"

@@ -16,7 +16,7 @@ from omegaconf import OmegaConf
 from ddim_bench.errors import UserError
 from ddim_bench.metric_table import FAMILY
 from ddim_bench.scoring.uncertainty import verdict
-from ddim_bench.reporting.claims import paired_delta, power_fields
+from ddim_bench.reporting.claims import not_checked, paired_delta, power_fields
 from ddim_bench.sampling.cell import Cell
 
 STORED = "claims.json"
@@ -101,16 +101,19 @@ def describe(claim: dict, a: Cell, b: Cell) -> str:
 
 def evaluate(claims: list[dict], pairs: list[tuple[Cell, Cell]], groups: dict[Cell, list[dict]], features, ref,
              layers, opts) -> list[dict]:
-    """Rows as :func:`claims.evaluate_claims` gives them, one per claim whose cells have features in some block."""
+    """Rows as :func:`claims.evaluate_claims` gives them, one per claim ("not checked" where no seed block of the
+    two cells can be paired)."""
     rows = []
     for c, (a, b) in zip(claims, pairs):
         recs = [{int(r["seed"]): r for r in groups.get(cell, [])} for cell in (a, b)]
         r = paired_delta(*recs, c["metric"], features, ref, layers, opts)
+        comparison = f"{c['metric']}({a.label}) − {c['metric']}({b.label})"
         if r is None:
+            rows.append(not_checked(describe(c, a, b), comparison, opts["level"]))
             continue
         iv, blocks = r
         expect = "negative" if c["direction"] == "lower" else "positive"
-        rows.append({"claim": describe(c, a, b), "comparison": f"{c['metric']}({a.label}) − {c['metric']}({b.label})",
+        rows.append({"claim": describe(c, a, b), "comparison": comparison,
                      "delta": iv.value, "lo": iv.lo, "hi": iv.hi, "level": iv.level, "blocks": blocks,
                      "verdict": verdict(iv.lo, iv.hi, expect),
                      **power_fields(iv, blocks, next(iter(recs[0].values())).get("n_samples"))})
