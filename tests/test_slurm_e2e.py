@@ -14,24 +14,13 @@ from __future__ import annotations
 import csv
 import os
 import re
-import shlex
 import subprocess
-import sys
 import time
-import uuid
-from pathlib import Path
 
 import pytest
-import torch
-from slurm_cluster import catches, job_state, slurm_cluster, wait_for  # noqa: F401
-
-ROOT = Path(__file__).resolve().parents[1]
-BIN = Path(sys.executable).parent
-
-# Keep the jobs small: no sample grids, no progress bar, CSV logs only.
-QUIET = ("trainer.enable_progress_bar=false", "callbacks.sample_grid.every_n_steps=0", "logger=csv",
-         "trainer.log_every_n_steps=5")
-JOB_TIME_MIN = 10  # SLURM time limit of every job here: nothing outlives a hung test for long
+from slurm_cluster import catches, slurm_cluster, wait_for  # noqa: F401
+from slurm_jobs import (BIN, JOB_TIME_MIN, QUIET, ROOT, app, client_env, global_step, job_names,  # noqa: F401
+                        logged_steps, python_process, requeued_log, run, sbatch, tree)
 
 DDP_STEPS = 20
 REQUEUE_STEPS = 60
@@ -42,84 +31,6 @@ SWEEP_TIMEOUT_S = 420
 REPORT_TIMEOUT_S = 180
 FIRST_CKPT_TIMEOUT_S = 240
 REQUEUE_TIMEOUT_S = 420
-
-RUNNING_STATES = {"PENDING", "CONFIGURING", "RUNNING", "COMPLETING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED",
-                  "SUSPENDED", "RESIZING", "STAGE_OUT"}
-
-
-# --------------------------------------------------------------------------------------------- helpers
-@pytest.fixture(scope="module")
-def job_names(slurm_cluster):
-    """Unique job names for this module; whatever still runs under them at the end is cancelled."""
-    names: list[str] = []
-    tag = uuid.uuid4().hex[:8]
-
-    def new(kind: str) -> str:
-        names.append(f"e2e-{kind}-{tag}")
-        return names[-1]
-
-    yield new
-    for name in names:
-        subprocess.run(["scancel", "--full", f"--name={name}"], env=slurm_cluster["env"], capture_output=True,
-                       timeout=30, check=False)
-
-
-def client_env(cluster: dict, cache: Path, root: Path) -> dict[str, str]:
-    """The cluster's client environment (sbatch passes it on to the jobs), with this test's folders.
-
-    One torch thread per task: the jobs share the node's few cores (OverSubscribe), and torch's default
-    of one thread per core makes every step many times slower there."""
-    return {**cluster["env"], "DDIM_BENCH_CACHE": str(cache), "DDIM_BENCH_ROOT": str(root), "PYTHONUNBUFFERED": "1",
-            "OMP_NUM_THREADS": "1"}
-
-
-def run(cmd: list[str], env: dict, timeout: float) -> subprocess.CompletedProcess:
-    try:
-        proc = subprocess.run([str(c) for c in cmd], env=env, cwd=ROOT, capture_output=True, text=True,
-                              timeout=timeout)
-    except subprocess.TimeoutExpired as err:
-        out = (err.stdout or b"")[-3000:], (err.stderr or b"")[-3000:]
-        pytest.fail(f"{Path(str(cmd[0])).name} did not finish within {timeout}s:\n{out[0]!r}\n{out[1]!r}")
-    assert proc.returncode == 0, (f"{Path(str(cmd[0])).name} failed ({proc.returncode}):\n"
-                                  f"{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
-    return proc
-
-
-def sbatch(env: dict, name: str, output: Path, command: str, *options: str, timeout: float = 60) -> str:
-    """Submit ``command`` as a batch job from the repository root; returns the job id (``--wait``: when done)."""
-    proc = run(["sbatch", "--parsable", f"--job-name={name}", f"--output={output}", f"--chdir={ROOT}",
-                f"--time={JOB_TIME_MIN}", *options, "--wrap", command], env, timeout)
-    return proc.stdout.strip().split(";")[0]
-
-
-def app(name: str, *overrides: str) -> str:
-    return " ".join(shlex.quote(str(a)) for a in (BIN / name, *overrides))
-
-
-def requeued_log(cluster: dict, job: str, output: Path, what: str) -> tuple[str, str, str]:
-    """Waits for a requeued batch job to end well; its log, and the log's parts before and after the second start."""
-    def finished():
-        state = job_state(cluster, job)
-        return (state or "GONE") if state not in RUNNING_STATES else None
-
-    state = wait_for(finished, REQUEUE_TIMEOUT_S, interval=1, what=what)
-    log = output.read_text(errors="replace")
-    assert state in {"COMPLETED", "GONE"}, f"job ended {state}:\n{log[-3000:]}"
-    first, _, rerun = log.partition("start restart_count=1")
-    return log, first, rerun
-
-
-def global_step(ckpt: Path) -> int:
-    return int(torch.load(ckpt, map_location="cpu", weights_only=True)["global_step"])
-
-
-def logged_steps(run_dir: Path, version: str = "") -> list[int]:
-    with open(run_dir / "csv" / version / "metrics.csv") as f:
-        return [int(r["step"]) for r in csv.DictReader(f) if r.get("train/loss")]
-
-
-def tree(root: Path) -> str:
-    return "\n".join(sorted(str(p.relative_to(root)) for p in root.rglob("*")))
 
 
 # --------------------------------------------------------------------------------- no SLURM needed
@@ -257,18 +168,6 @@ def test_requeued_training_resumes_from_its_checkpoint(slurm_cluster, job_names,
     assert steps_logged == sorted(set(steps_logged)) and max(steps_logged) == REQUEUE_STEPS - 1
     assert min(steps_logged) < len(saved_before) * REQUEUE_EVERY, "rows from before the requeue are kept"
     assert sorted(p.name for p in run_dir.rglob(".hydra")) == [".hydra"]
-
-
-def python_process(marker: str) -> int | None:
-    """The pid of a Python process whose command line holds ``marker`` (not srun's), or None."""
-    for pid in (p for p in os.listdir("/proc") if p.isdigit()):
-        try:
-            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        if "python" in Path(cmd[0].decode(errors="replace")).name and marker.encode() in b" ".join(cmd):
-            return int(pid)
-    return None
 
 
 @pytest.mark.slurm
