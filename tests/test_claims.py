@@ -102,16 +102,19 @@ def test_cells_that_cannot_be_paired_are_shown_not_checked(ref):
     assert list(rows) == ["η = 0 beats η = 1 at the fewest steps",
                           "at η = 0, FID falls from the fewest to the most steps",
                           "σ̂ is the worst row at the fewest steps", "σ̂ is the best row at S = 1000"]
-    unchecked = {c: r for c, r in rows.items() if r["verdict"] == NOT_CHECKED}
+    unchecked = {c: r for c, r in rows.items() if r["verdict"].startswith(NOT_CHECKED + ": ")}
     assert sorted(unchecked) == ["η = 0 beats η = 1 at the fewest steps", "σ̂ is the best row at S = 1000",
                                  "σ̂ is the worst row at the fewest steps"]
     assert all(r["delta"] is None and r["blocks"] == 0 for r in unchecked.values())
     # the weakest of several comparisons is unknown while one of them cannot be made: it names that one
     assert unchecked["σ̂ is the worst row at the fewest steps"]["comparison"] == "FID(η=1) − FID(σ̂) at S=10"
+    # with why: nothing to pair in the common blocks, or no common block
+    assert "subset values or features (old records" in unchecked["η = 0 beats η = 1 at the fewest steps"]["verdict"]
+    assert "share no seed block (seeds 10, 11, 12 and 0, 1, 2)" in unchecked["σ̂ is the best row at S = 1000"]["verdict"]
     assert rows["at η = 0, FID falls from the fewest to the most steps"]["verdict"] == "holds"
     md = claims_markdown(list(rows.values()))
     line = next(ln for ln in md.splitlines() if ln.startswith("| η = 0 beats η = 1"))
-    assert f"| {NOT_CHECKED} |" in line and "None" not in line and "[" not in line, line
+    assert f"| {NOT_CHECKED}: no common seed block" in line and "None" not in line and "[" not in line, line
 
 
 def test_reversed_and_not_significant(ref):

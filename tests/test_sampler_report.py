@@ -133,10 +133,11 @@ def test_a_comparison_that_cannot_be_paired_is_a_row_not_checked(sweep):
     mine = [claim(cell_ref(sampler="heun", steps=5), cell_ref(steps=9))]
     [row] = user_claims.evaluate(mine, user_claims.check(mine, list(groups)), groups, feats.get, ref, LAYERS,
                                  options(100))
-    assert row["verdict"] == NOT_CHECKED and row["delta"] is None and row["blocks"] == 0
+    assert row["delta"] is None and row["blocks"] == 0
+    assert row["verdict"] == f"{NOT_CHECKED}: the cells share no seed block (seeds 10, 11, 12 and 0, 1, 2): run both on the same seeds"
     vs, _ = samplers.vs_ddim(moved, feats.get, ref, LAYERS, options(100))
     heun = next(r for r in vs if r["sampler"] == "heun")
-    assert heun["verdict"] == NOT_CHECKED and heun["nfe"] == 9
+    assert heun["verdict"] == row["verdict"] and heun["nfe"] == 9
     line = next(ln for ln in samplers.vs_ddim_markdown(vs, []).splitlines() if ln.startswith("| heun"))
     assert NOT_CHECKED in line and "None" not in line, line
 

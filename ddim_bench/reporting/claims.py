@@ -144,15 +144,24 @@ def _out(claim: str, comparison: str, iv: Interval, blocks: int, expect: str = "
             **power_fields(iv, blocks, n)}
 
 
-NOT_CHECKED = "not checked: no seed block has both cells' subset values or features"
+NOT_CHECKED = "not checked"
 
 
-def not_checked(claim: str, comparison: str, level: float, **extra) -> dict:
-    """The row of a comparison whose two cells both have records that cannot be paired: no seed block in common,
-    or records from before subset values were stored, without features.  Shown, never silently left out."""
+def not_checked(claim: str, comparison: str, level: float, seeds_a, seeds_b, **extra) -> dict:
+    """The row of a comparison whose two cells both have records that cannot be paired, with why: they share no
+    seed block, or no common block has subset values or features in both records (records from before subset
+    values were stored, without features).  Shown, never silently left out."""
+    common = set(seeds_a) & set(seeds_b)
+    why = ("no common seed block has both cells' subset values or features (old records: delete them and rerun)"
+           if common else f"the cells share no seed block (seeds {_seeds(seeds_a)} and {_seeds(seeds_b)}): run both "
+                          f"on the same seeds")
     return {"claim": claim, "comparison": comparison, **extra, "delta": None, "lo": None, "hi": None,
-            "level": level, "blocks": 0, "verdict": NOT_CHECKED, "se": None, "detectable": None,
+            "level": level, "blocks": 0, "verdict": f"{NOT_CHECKED}: {why}", "se": None, "detectable": None,
             "blocks_needed": None, "n_needed": None}
+
+
+def _seeds(seeds) -> str:
+    return ", ".join(str(s) for s in sorted(seeds))
 
 
 def _weakest(results: list[tuple[str, Interval, int]]):
@@ -173,7 +182,7 @@ def _fid_claims(grid: _Grid, features, ref, layers, opts, tag: str) -> list[dict
         if r:
             rows.append(_out(claim, comparison, *r, n=n))
         elif grid.seeds(*a) and grid.seeds(*b):
-            rows.append(not_checked(claim, comparison, opts["level"]))
+            rows.append(not_checked(claim, comparison, opts["level"], grid.seeds(*a), grid.seeds(*b)))
 
     one("η = 0 beats η = 1 at the fewest steps", f"FID(η=0) − FID(η=1) at S={s_min}{tag}", (eta0, s_min),
         (eta1, s_min))
@@ -192,9 +201,10 @@ def _fid_claims(grid: _Grid, features, ref, layers, opts, tag: str) -> list[dict
             if r:
                 results.append((text, *r))
             elif grid.seeds(*a) and grid.seeds(*b):
-                unpaired.append(text)
+                unpaired.append((text, grid.seeds(*a), grid.seeds(*b)))
         if unpaired:  # the weakest of the comparisons is unknown while one of them cannot be made
-            rows.append(not_checked(claim, f"{unpaired[0]}{tag}", opts["level"]))
+            text, seeds_a, seeds_b = unpaired[0]
+            rows.append(not_checked(claim, f"{text}{tag}", opts["level"], seeds_a, seeds_b))
         elif results:
             text, iv, blocks = _weakest(results)
             rows.append(_out(claim, f"{text}{tag} (weakest of {len(results)})", iv, blocks, n=n))

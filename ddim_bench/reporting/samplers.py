@@ -108,7 +108,8 @@ def vs_ddim(records: list[dict], features, ref, layers, opts) -> tuple[list[dict
         name, comparison = f"{cell.sampler} vs DDIM η = 0 at {k} calls", f"FID({cell.label}) − FID({ref_cell.label})"
         extra = {"sampler": cell.sampler, "nfe": k, "steps": cell.steps}
         row = _compare(name, comparison, recs, groups[ref_cell], features, ref, layers, opts, **extra)
-        out.append(row or not_checked(name, comparison, opts["level"], **extra))
+        out.append(row or not_checked(name, comparison, opts["level"], _records(recs), _records(groups[ref_cell]),
+                                      **extra))
     return out, unmatched
 
 

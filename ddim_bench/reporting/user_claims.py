@@ -109,7 +109,7 @@ def evaluate(claims: list[dict], pairs: list[tuple[Cell, Cell]], groups: dict[Ce
         r = paired_delta(*recs, c["metric"], features, ref, layers, opts)
         comparison = f"{c['metric']}({a.label}) − {c['metric']}({b.label})"
         if r is None:
-            rows.append(not_checked(describe(c, a, b), comparison, opts["level"]))
+            rows.append(not_checked(describe(c, a, b), comparison, opts["level"], *recs))
             continue
         iv, blocks = r
         expect = "negative" if c["direction"] == "lower" else "positive"
