@@ -10,6 +10,7 @@ second of one dying (before Lightning's launcher kills it without a chance to re
 from __future__ import annotations
 
 import os
+import re
 import socket
 import threading
 import time
@@ -27,7 +28,8 @@ class Dist:
         from lightning_fabric import Fabric
         from lightning_fabric.strategies import DDPStrategy
         world = int(cfg_eval.devices) * int(cfg_eval.num_nodes)
-        timeout = timedelta(seconds=float(getattr(cfg_eval, "timeout_s", 1800)))
+        self.timeout_s = float(getattr(cfg_eval, "timeout_s", 1800))
+        timeout = timedelta(seconds=self.timeout_s)
         strategy = DDPStrategy(timeout=timeout) if world > 1 else "auto"
         self.fabric = Fabric(accelerator=cfg_eval.accelerator, devices=cfg_eval.devices,
                              num_nodes=cfg_eval.num_nodes, strategy=strategy)
@@ -81,8 +83,7 @@ class Dist:
         try:
             return fn(*args)
         except (RuntimeError, torch.distributed.DistError) as err:
-            raise PeerLost(f"a collective of rank {self.rank} failed: "
-                           f"{(str(err).strip().splitlines() or [type(err).__name__])[0]}") from None
+            raise PeerLost(peer_error(err, self.rank, self.timeout_s)) from None
 
     def gather(self, obj) -> list:
         if self.world == 1:
@@ -131,6 +132,19 @@ class Dist:
         if self.world > 1 and torch.distributed.is_initialized():
             self.barrier()
             torch.distributed.destroy_process_group()
+
+
+def peer_error(err: Exception, rank: int, timeout_s: float) -> str:
+    """One line for a failed collective: a rank that stopped answering (the process group's timeout: a hung rank
+    or a lost node), one whose connection closed (it crashed or was killed), else the backend's first sentence
+    without its source-file prefix."""
+    text = re.sub(r"^\[[^\]]*\]\s*", "", (str(err).strip().splitlines() or [type(err).__name__])[0])
+    if "timed out" in text.lower():
+        return (f"rank {rank} heard nothing from another rank within eval.timeout_s ({timeout_s:g} s): a rank hung "
+                f"or its node was lost")
+    if "connection closed" in text.lower() or "connection reset" in text.lower():
+        return f"another rank closed its connection to rank {rank}: it crashed or was killed"
+    return f"a collective of rank {rank} failed: {text.split('. ')[0]}"
 
 
 def _is_child(pid: int) -> bool:

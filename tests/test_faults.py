@@ -208,3 +208,49 @@ def test_a_dying_rank_stops_the_sweep_with_one_line_and_no_claim_left(trained, t
                     f"written and its claim is released; rerun to resume"], err[-3000:]
     assert "Traceback" not in err
     assert sorted(p.name for p in cells.iterdir() if not p.name.startswith(".tmp-")) == []
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.parametrize("sig,said,within", [
+    (signal.SIGSTOP, "error: rank 0 heard nothing from another rank within eval.timeout_s (8 s): a rank hung or its "
+                     "node was lost", 60),
+    (signal.SIGKILL, "error: another rank closed its connection to rank 0: it crashed or was killed", 45),
+], ids=["hung node", "killed"])
+def test_a_rank_on_another_host_stops_the_sweep_with_one_line(sig, said, within, trained, tmp_path, bin_dir, root_dir,
+                                                              clean_env):
+    """Two ranks started by hand as two nodes (``eval.num_nodes=2``, as a cluster launcher starts them), rank 1 on a
+    pretended other host, so rank 0 cannot watch its process: a rank that stops answering (SIGSTOP, a hung or lost
+    node) stops rank 0 after the process group's timeout, one that is killed at its next collective; either way
+    with one line, exit 1 and no claim left."""
+    node_b = tmp_path / "node-b"
+    node_b.mkdir()
+    (node_b / "sitecustomize.py").write_text("import socket\nsocket.gethostname = lambda: 'node-b'\n")
+    results, cells = tmp_path / "r", tmp_path / "r" / "cells"
+    args = sweep_args(trained, results, tmp_path / "run", "grid.steps=[40]", f"n_samples={16 * N}", "eval.devices=1",
+                      "eval.num_nodes=2", "eval.timeout_s=8")
+    group = {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port()), "WORLD_SIZE": "2", "LOCAL_RANK": "0"}
+    ranks = [subprocess.Popen([str(bin_dir / "ddim-bench-sweep"), *args], cwd=root_dir, env=clean_env(
+        {**group, "NODE_RANK": str(r), "RANK": str(r), **({"PYTHONPATH": str(node_b)} if r else {})}),
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) for r in (0, 1)]
+    try:
+        wait_for(lambda: list(cells.glob("*.lock")), 240, "the claim")
+        time.sleep(0.5)
+        os.kill(ranks[1].pid, sig)
+        t0 = time.monotonic()
+        err = ranks[0].communicate(timeout=120)[1]
+        took = time.monotonic() - t0
+    finally:
+        for p in ranks:
+            p.kill()
+            p.communicate()
+    assert ranks[0].returncode == 1, err[-2000:]
+    assert took < within, took
+    assert [ln for ln in err.splitlines() if "error" in ln.lower()] == [
+        f"{said}; the sweep stopped with its claims released; rerun to resume"], err[-3000:]
+    assert "Traceback" not in err
+    assert sorted(p.name for p in cells.iterdir() if not p.name.startswith(".tmp-")) == []
