@@ -39,9 +39,19 @@ def test_planned_model_calls_are_the_calls_the_sweep_counts(untrained_ckpt, tmp_
     # Planned again on the same folder: the rate is the newest record's, and it gives back that record's time.
     (again,) = sweep_plan.show([sweep_plan.compose(args)], False)
     newest = max(done, key=lambda r: (r["created"], r["key"]))
-    assert again.rate.source.startswith("measured") and again.rate.source in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert again.rate.source.startswith("measured") and again.rate.source in out
+    assert "= 12 records, 12 already in the results folder" in out
     assert P.record_seconds(N, newest["nfe"], again.rate, 1) == pytest.approx(newest["cell_seconds"], rel=1e-9)
-    assert again.calls == job.calls
+    # ... and what is done is not planned again: all 12 records, then the 3 whose files are removed
+    assert (again.done, again.calls, again.images, again.seconds) == (12, 0, 0, 0)
+    removed = sorted(done, key=lambda r: r["key"])[:3]
+    for r in removed:
+        (tmp_path / "res" / "cells" / f"{r['key']}.json").unlink()
+    (left,) = sweep_plan.show([sweep_plan.compose(args)], False)
+    assert "= 12 records, 9 already in the results folder" in capsys.readouterr().out
+    assert (left.done, left.images) == (9, 3 * N)
+    assert left.calls == sum(r["nfe"] * r["n_scored"] for r in removed)
 
 
 def run_plan(tmp_path, *args):

@@ -68,6 +68,24 @@ def stored_records(results_dir: str) -> list[dict]:
     return out
 
 
+def done_records(records: list[dict], cells: list, seeds, n: int, info: dict) -> set:
+    """The (cell, seed) pairs of a job that ``records`` already hold: same cell, seed block, N, checkpoint weights
+    (sha256) and weights kind (EMA or raw).  The rest of a record's key (extractor, reference set, noise version) is
+    known only once the sweep has prepared them, so a record of another extractor or reference counts here although
+    the sweep would compute it again."""
+    from ddim_bench.sampling.cell import Cell
+    wanted = {(c, int(s)) for c in cells for s in seeds}
+    have = set()
+    for r in records:
+        try:
+            if (r.get("checkpoint_sha256"), r.get("weights"), int(r.get("n_samples", -1))) == (
+                    info["sha256"], info["weights"], n):
+                have.add((Cell.from_record(r), int(r["seed"])))
+        except (KeyError, TypeError, ValueError):
+            continue
+    return wanted & have
+
+
 def measured_rate(records: list[dict], sha256: str, device: str) -> Rate | None:
     """From the newest record of this checkpoint measured on ``device`` (a ``dist.device_name``), or None."""
     mine = [r for r in records if r.get("checkpoint_sha256") == sha256 and r.get("device_name") == device

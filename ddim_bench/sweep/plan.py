@@ -30,7 +30,8 @@ class JobPlan:
     cells: int
     blocks: int
     n: int
-    calls: int            # image-level network calls in total
+    done: int             # records of the job already in the results folder (P.done_records): not counted below
+    calls: int            # image-level network calls of the records left
     images: int
     disk: dict
     seconds: float        # wall seconds on the job's devices
@@ -89,23 +90,27 @@ def plan_job(cfg, multirun: bool, cache: dict) -> JobPlan:
     device = torch.device("cuda" if cfg.eval.accelerator in ("gpu", "cuda") or (
         cfg.eval.accelerator == "auto" and torch.cuda.is_available()) else "cpu")
     shape = loaded.shape
+    stored = P.stored_records(cfg.paths.results_dir)
     rate_key = (loaded.info["sha256"], str(cfg.paths.results_dir), device.type)
     if rate_key not in cache:
-        cache[rate_key] = job_rate(cfg, loaded, shape, device)
+        cache[rate_key] = job_rate(cfg, loaded, shape, device, stored)
     rate, blocks, n = cache[rate_key], len(cfg.seeds), int(cfg.n_samples)
     world = int(cfg.eval.devices) * int(cfg.eval.num_nodes)
-    nfes = [calls_per_image(c, schedule["num_timesteps"]) for c in cells]
+    done = P.done_records(stored, cells, cfg.seeds, n, loaded.info)
+    left = [c for c in cells for seed in cfg.seeds if (c, int(seed)) not in done]
+    nfe = {c: calls_per_image(c, schedule["num_timesteps"]) for c in cells}
     widths = P.feature_widths(cfg.metrics)
-    return JobPlan(len(cells), blocks, n, n * blocks * sum(nfes), n * blocks * len(cells),
-                   P.disk_bytes(len(cells) * blocks, n, shape, cfg.keep_images, widths, cfg.metrics.keep_features),
-                   blocks * sum(P.record_seconds(n, k, rate, world) for k in nfes), world, rate)
+    return JobPlan(len(cells), blocks, n, len(done), n * sum(nfe[c] for c in left), n * len(left),
+                   P.disk_bytes(len(left), n, shape, cfg.keep_images, widths, cfg.metrics.keep_features),
+                   sum(P.record_seconds(n, nfe[c], rate, world) for c in left), world, rate)
 
 
-def job_rate(cfg, loaded, shape, device) -> P.Rate:
-    """The newest measured rate in the results folder for this checkpoint and device, else a calibration."""
+def job_rate(cfg, loaded, shape, device, stored: list[dict]) -> P.Rate:
+    """The newest measured rate in the results folder (``stored``) for this checkpoint and device, else a
+    calibration."""
     from ddim_bench.models import checkpoint, fast
     name = device_name(device)
-    found = P.measured_rate(P.stored_records(cfg.paths.results_dir), loaded.info["sha256"], name)
+    found = P.measured_rate(stored, loaded.info["sha256"], name)
     if found:
         return found
     model = fast.wrap(checkpoint.build_model(loaded, device), cfg.sampler.fast, device)
@@ -122,7 +127,11 @@ def summary(jobs: list[JobPlan]) -> list[str]:
              if all((j.blocks, j.n) == (j0.blocks, j0.n) for j in jobs) else f"{sum(j.cells for j in jobs)} cells")
     device_h = sum(j.seconds * j.world for j in jobs) / 3600
     rates = dict.fromkeys(j.rate.source for j in jobs)
-    return [f"plan: {shape} = {records} records (finished records in the results folder are skipped when run)",
+    done = sum(j.done for j in jobs)
+    left = (f"{done} already in the results folder (matched on cell, seed block, N and checkpoint; skipped when "
+            f"run): the figures below are for the {records - done} left" if done else
+            "none in the results folder yet")
+    return [f"plan: {shape} = {records} records, {left}",
             f"  model calls: {sum(j.calls for j in jobs):,} (image-level network evaluations, the samplers' NFE "
             f"formulas); images: {sum(j.images for j in jobs):,}",
             "  disk: " + ", ".join(f"{k} {P.human_bytes(v)}" for k, v in disk.items())
