@@ -244,7 +244,11 @@ def run_hydra(hydra_main, config_name: str, schema_cls=None, precheck=None) -> N
             raise
         lines = [ln.strip() for ln in str(err).strip().splitlines() if ln.strip()]
         fail(" ".join(lines[:2]) if lines else type(err).__name__)
-    hydra_main()
+    try:
+        hydra_main()
+    except BrokenPipeError:  # the reader of the output went away (`--help | head`): end quietly, as shell tools do
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # nothing left to flush at exit
+        sys.exit(141)  # 128 + SIGPIPE
 
 
 def quiet_srun_warning(cfg) -> None:
