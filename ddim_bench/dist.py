@@ -139,7 +139,7 @@ def peer_error(err: Exception, rank: int, timeout_s: float) -> str:
     or a lost node), one whose connection closed (it crashed or was killed), else the backend's first sentence
     without its source-file prefix."""
     text = re.sub(r"^\[[^\]]*\]\s*", "", (str(err).strip().splitlines() or [type(err).__name__])[0])
-    if "timed out" in text.lower():
+    if "timed out" in text.lower() or "timeout" in text.lower():  # gloo: "Timed out ..."; NCCL: "... timeout"
         return (f"rank {rank} heard nothing from another rank within eval.timeout_s ({timeout_s:g} s): a rank hung "
                 f"or its node was lost")
     if "connection closed" in text.lower() or "connection reset" in text.lower():

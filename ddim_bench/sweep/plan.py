@@ -90,7 +90,9 @@ def plan_job(cfg, multirun: bool, cache: dict) -> JobPlan:
     device = torch.device("cuda" if cfg.eval.accelerator in ("gpu", "cuda") or (
         cfg.eval.accelerator == "auto" and torch.cuda.is_available()) else "cpu")
     shape = loaded.shape
-    stored = P.stored_records(cfg.paths.results_dir)
+    if ("records", str(cfg.paths.results_dir)) not in cache:  # read once for all the jobs of a multirun
+        cache["records", str(cfg.paths.results_dir)] = P.stored_records(cfg.paths.results_dir)
+    stored = cache["records", str(cfg.paths.results_dir)]
     rate_key = (loaded.info["sha256"], str(cfg.paths.results_dir), device.type)
     if rate_key not in cache:
         cache[rate_key] = job_rate(cfg, loaded, shape, device, stored)
